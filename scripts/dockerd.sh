@@ -9,8 +9,12 @@
 #   log        $NESTRUN_TEST_LOGDIR/nestrun-test-dockerd.log
 #   bridge     nestrun0 ($NESTRUN_TEST_BRIDGE_CIDR, default 10.213.0.1/24) instead of docker0
 #   config     its own daemon.json (the system /etc/docker/daemon.json is ignored)
-# dockerd starts and supervises its own containerd (socket under the exec root),
-# separate from any system containerd. The nestrun runtime is registered as
+# containerd: the private one of scripts/containerd.sh (started here if needed;
+# dockerd uses its "moby" namespace). NOT dockerd's managed containerd: docker
+# 20.10 silently uses the *system* containerd instead whenever
+# /run/containerd/containerd.sock exists, which would mix the two setups.
+# `stop` leaves that containerd running (scripts/containerd.sh stop ends it).
+# The nestrun runtime is registered as
 # `nested` (docker run --runtime nested ...), pointing at $NESTRUN_BIN.
 #   start    no-op if already running; waits up to $NESTRUN_DOCKERD_TIMEOUT (60)s
 #            for `docker info`, prints the log tail on failure
@@ -76,6 +80,7 @@ start() {
       tmpfs | ramfs) log "WARNING: $DATA_ROOT is on tmpfs; overlay2 may misbehave" ;;
     esac
     setup_bridge
+    "$NESTRUN_REPO/scripts/containerd.sh" start
     [[ -x "$NESTRUN_BIN" ]] || log "note: $NESTRUN_BIN does not exist (yet); runtime 'nested' will fail until it does"
     cat >"$CONFIG" <<JSON
 {
@@ -88,6 +93,7 @@ JSON
       --data-root "$DATA_ROOT"
       --exec-root "$EXEC_ROOT"
       --pidfile "$PIDFILE"
+      --containerd "$NESTRUN_CONTAINERD_SOCK"
       -H "$NESTRUN_DOCKER_HOST"
       --bridge "$BRIDGE"
       --iptables=true
