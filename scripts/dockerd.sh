@@ -64,10 +64,28 @@ kill_stray_containerd() {
   rm -f "$EXEC_ROOT/containerd/containerd.pid"
 }
 
+write_config() {
+  mkdir -p "$NESTRUN_TEST_RUNDIR"
+  cat >"$CONFIG.tmp" <<JSON
+{
+  "runtimes": { "nested": { "path": "$NESTRUN_BIN" } },
+  "default-address-pools": [ { "base": "$ADDR_POOL", "size": 24 } ]
+}
+JSON
+  mv -f "$CONFIG.tmp" "$CONFIG"
+}
+
 start() {
   local pid
   if pid=$(pid_alive "$PIDFILE"); then
     if answering; then
+      if ! grep -qF "\"path\": \"$NESTRUN_BIN\"" "$CONFIG" 2>/dev/null; then
+        # runtimes are reloadable: point `nested` at this NESTRUN_BIN
+        write_config
+        kill -HUP "$pid"
+        sleep 1
+        log "reloaded config: runtime nested -> $NESTRUN_BIN"
+      fi
       log "already running (pid $pid)"
       return 0
     fi
@@ -82,12 +100,7 @@ start() {
     setup_bridge
     "$NESTRUN_REPO/scripts/containerd.sh" start
     [[ -x "$NESTRUN_BIN" ]] || log "note: $NESTRUN_BIN does not exist (yet); runtime 'nested' will fail until it does"
-    cat >"$CONFIG" <<JSON
-{
-  "runtimes": { "nested": { "path": "$NESTRUN_BIN" } },
-  "default-address-pools": [ { "base": "$ADDR_POOL", "size": 24 } ]
-}
-JSON
+    write_config
     local args=(
       --config-file "$CONFIG"
       --data-root "$DATA_ROOT"
