@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/build-images.sh [--docker-host unix:///path.sock] [--force] [--no-dind] [--systemd]
+# Usage: scripts/build-images.sh [--docker-host unix:///path.sock] [--force] [--no-dind]
 #
 # Builds nestrun's test images from the host's own Debian packages (no registry
 # is reachable) and `docker import`s them into a dockerd:
@@ -9,7 +9,7 @@
 #                                docker-proxy/iptables(legacy+nft)/ip/mount + libs
 #                                + busybox; /images/busybox.tar baked in;
 #                                ENTRYPOINT docker-init -- dind-entrypoint
-#   nestrun-test/systemd:latest  (only with --systemd) Debian systemd + dockerd unit
+# (A systemd-as-PID-1 image is not built yet.)
 # Root filesystems are cached as tarballs under $NESTRUN_IMAGE_CACHE
 # (default /var/cache/nestrun-test/images/*.tar) and rebuilt only when missing
 # (or --force). An image is (re)imported when it is missing from the target
@@ -24,14 +24,12 @@ set -euo pipefail
 IMAGE_VERSION=3
 FORCE=0
 WANT_DIND=1
-WANT_SYSTEMD=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --docker-host) DOCKER_HOST=$2; shift 2 ;;
     --docker-host=*) DOCKER_HOST=${1#*=}; shift ;;
     --force) FORCE=1; shift ;;
     --no-dind) WANT_DIND=0; shift ;;
-    --systemd) WANT_SYSTEMD=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -221,8 +219,4 @@ if [[ "$WANT_DIND" == 1 ]]; then
     'CMD []'
 fi
 
-# --- systemd (optional) ---------------------------------------------------------
-if [[ "$WANT_SYSTEMD" == 1 ]]; then
-  "$NESTRUN_REPO/scripts/build-systemd-image.sh"
-fi
 log "done"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/dockerd.sh start|stop|restart|status|env|logs
+# Usage: scripts/dockerd.sh start|stop|restart|status|env|logs [N]|purge
 #
 # A private dockerd for nestrun's tests that never touches the system one:
 #   data root  $NESTRUN_TEST_DIR/docker        (default /var/lib/nestrun-test/docker, real disk)
@@ -21,6 +21,7 @@
 #   stop     SIGTERM, wait, SIGKILL if needed; cleans pidfile/socket/stray containerd
 #   status   exit 0 if running and answering, 3 otherwise
 #   env      prints `export DOCKER_HOST=...` (use: eval "$(scripts/dockerd.sh env)")
+#   purge    stop dockerd + containerd and delete the dockerd data (images too)
 # Extra dockerd flags: NESTRUN_DOCKERD_ARGS="--debug ...".
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -154,6 +155,19 @@ stop() {
   fi
   kill_stray_containerd
   rm -f "$PIDFILE" "$NESTRUN_DOCKER_SOCK"
+  # dockerd bind-mounts its data root onto itself (to make it rprivate) and
+  # may leave that behind; unmount leftovers under our dirs (deepest first)
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v a="$DATA_ROOT" -v b="$EXEC_ROOT" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+}
+
+purge() {
+  stop
+  "$NESTRUN_REPO/scripts/containerd.sh" stop
+  log "removing $DATA_ROOT $EXEC_ROOT"
+  rm -rf "$DATA_ROOT" "$EXEC_ROOT"
 }
 
 status() {
@@ -170,6 +184,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
+  purge) purge ;;
   status) status ;;
   env) echo "export DOCKER_HOST=$NESTRUN_DOCKER_HOST" ;;
   logs) tail -n "${2:-100}" "$LOGFILE" ;;
