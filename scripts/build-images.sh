@@ -21,7 +21,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 # bump when the image contents change, so caches are rebuilt
-IMAGE_VERSION=5
+IMAGE_VERSION=7
 FORCE=0
 WANT_DIND=1
 while [[ $# -gt 0 ]]; do
