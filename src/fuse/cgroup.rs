@@ -1,0 +1,436 @@
+//! Reading a container's limits and usage from its cgroup, on cgroup v1
+//! (each controller's own hierarchy, found in /proc/self/mountinfo) and v2.
+//! On hybrid hosts a controller bound to a v1 hierarchy is read there; the
+//! others from the cgroup2 mount. The parsers are pure and unit-tested.
+//!
+//! Errors: the container's cgroup directory missing (cgroup gone) or an
+//! unreadable file is an error (the server answers EIO); a controller that is
+//! not mounted, or a file the kernel does not provide (memsw without
+//! swapaccount, a disabled v2 controller), is `None` and the host's values are
+//! shown instead.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::render::meminfo::{MemStat, SwapInfo};
+use super::render::parse_cpu_list;
+use super::FuseError;
+
+/// Values at or above this are "unlimited" (v1 reports 0x7FFFFFFFFFFFF000).
+const UNLIMITED: u64 = 1 << 62;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct V1Mount {
+    controllers: Vec<String>,
+    mountpoint: PathBuf,
+    root: String,
+}
+
+/// cgroup mounts as seen in a mountinfo text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounts {
+    v1: Vec<V1Mount>,
+    v2: Option<(PathBuf, String)>,
+}
+
+/// Parses /proc/self/mountinfo for cgroup and cgroup2 mounts (the first
+/// mount of each hierarchy wins).
+pub fn parse_mountinfo(text: &str) -> Mounts {
+    let mut m = Mounts::default();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 5 || r.len() < 3 {
+            continue;
+        }
+        let (root, mountpoint) = (unescape(l[3]), PathBuf::from(unescape(l[4])));
+        match r[0] {
+            "cgroup2" if m.v2.is_none() => m.v2 = Some((mountpoint, root)),
+            "cgroup" => {
+                let controllers: Vec<String> = r[2]
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+                    .map(String::from)
+                    .collect();
+                if !m.v1.iter().any(|v| v.controllers == controllers) {
+                    m.v1.push(V1Mount { controllers, mountpoint, root });
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Parses a limit: `max`, `-1` or a huge value is `None` (unlimited).
+pub fn parse_limit(text: &str) -> Result<Option<u64>, FuseError> {
+    let t = text.trim();
+    if t == "max" || t == "-1" {
+        return Ok(None);
+    }
+    let v: u64 = t.parse().map_err(|_| FuseError::Parse { what: "limit", value: t.to_string() })?;
+    Ok((v < UNLIMITED).then_some(v))
+}
+
+pub fn parse_u64(text: &str) -> Result<u64, FuseError> {
+    let t = text.trim();
+    t.parse().map_err(|_| FuseError::Parse { what: "integer", value: t.to_string() })
+}
+
+fn stat_fields(text: &str) -> impl Iterator<Item = (&str, u64)> {
+    text.lines().filter_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        Some((k, v.trim().parse().ok()?))
+    })
+}
+
+/// memory.stat (v1 hierarchical `total_*` names, or v2 names) into [`MemStat`].
+pub fn parse_memory_stat(text: &str, v2: bool) -> MemStat {
+    let mut s = MemStat::default();
+    for (k, v) in stat_fields(text) {
+        let key = if v2 { Some(k) } else { k.strip_prefix("total_") };
+        let Some(key) = key else { continue };
+        let slot = match (key, v2) {
+            ("cache", false) | ("file", true) => &mut s.cache,
+            ("shmem", _) => &mut s.shmem,
+            ("mapped_file", false) | ("file_mapped", true) => &mut s.mapped,
+            ("dirty", false) | ("file_dirty", true) => &mut s.dirty,
+            ("writeback", false) | ("file_writeback", true) => &mut s.writeback,
+            ("active_anon", _) => &mut s.active_anon,
+            ("inactive_anon", _) => &mut s.inactive_anon,
+            ("active_file", _) => &mut s.active_file,
+            ("inactive_file", _) => &mut s.inactive_file,
+            ("unevictable", _) => &mut s.unevictable,
+            ("slab", true) => &mut s.slab,
+            ("slab_reclaimable", true) => &mut s.slab_reclaimable,
+            ("slab_unreclaimable", true) => &mut s.slab_unreclaimable,
+            ("rss_huge", false) | ("anon_thp", true) => &mut s.anon_huge,
+            _ => continue,
+        };
+        *slot = v;
+    }
+    s
+}
+
+/// v1 memory.stat `hierarchical_memory_limit` / `hierarchical_memsw_limit`.
+pub fn v1_hierarchical_limit(stat: &str, key: &str) -> Option<u64> {
+    stat_fields(stat).find(|(k, _)| *k == key).map(|(_, v)| v).filter(|v| *v < UNLIMITED)
+}
+
+/// v2 cpu.max (`max 100000` / `50000 100000`) as a cpu count.
+pub fn parse_cpu_max(text: &str) -> Result<Option<f64>, FuseError> {
+    let bad = || FuseError::Parse { what: "cpu.max", value: text.trim().to_string() };
+    let mut it = text.split_whitespace();
+    let quota = it.next().ok_or_else(bad)?;
+    let period: u64 = it.next().unwrap_or("100000").parse().map_err(|_| bad())?;
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota: u64 = quota.parse().map_err(|_| bad())?;
+    Ok((period > 0).then(|| quota as f64 / period as f64))
+}
+
+/// v1 cpuacct.usage_all: `cpu user system` then one line per cpu (ns).
+pub fn parse_cpuacct_usage_all(text: &str) -> Result<Vec<(u64, u64)>, FuseError> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = || FuseError::Parse { what: "cpuacct.usage_all line", value: line.to_string() };
+        if f.len() != 3 {
+            return Err(bad());
+        }
+        let cpu: usize = f[0].parse().map_err(|_| bad())?;
+        let vals = (f[1].parse().map_err(|_| bad())?, f[2].parse().map_err(|_| bad())?);
+        if out.len() <= cpu {
+            out.resize(cpu + 1, (0, 0));
+        }
+        out[cpu] = vals;
+    }
+    Ok(out)
+}
+
+/// v2 cpu.stat: (user_ns, system_ns).
+pub fn parse_cpu_stat_v2(text: &str) -> (u64, u64) {
+    let get = |key: &str| stat_fields(text).find(|(k, _)| *k == key).map_or(0, |(_, v)| v);
+    (get("user_usec") * 1000, get("system_usec") * 1000)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    pub limit: Option<u64>,
+    pub usage: u64,
+    pub swap: Option<SwapInfo>,
+    pub stat: MemStat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuUsage {
+    pub user_ns: u64,
+    pub system_ns: u64,
+    /// Per physical cpu (user, system) ns; v1 only.
+    pub per_cpu: Option<Vec<(u64, u64)>>,
+}
+
+/// A container's cgroup, resolved against the host's cgroup mounts.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    path: String,
+    mounts: Mounts,
+}
+
+/// Reads a file; `Ok(None)` if it does not exist.
+fn read_opt(path: &Path) -> Result<Option<String>, FuseError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(FuseError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+impl Cgroup {
+    pub fn new(cgroup_path: &str) -> Result<Self, FuseError> {
+        let p = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(p).map_err(|source| FuseError::Read { path: p.into(), source })?;
+        Ok(Self::with_mounts(cgroup_path, parse_mountinfo(&text)))
+    }
+
+    pub fn with_mounts(cgroup_path: &str, mounts: Mounts) -> Self {
+        Self { path: cgroup_path.to_string(), mounts }
+    }
+
+    /// (cgroup dir, mount dir, is v2) for a controller, or None if not mounted.
+    /// Errors when the container's directory is gone.
+    pub fn dir(&self, controller: &str) -> Result<Option<(PathBuf, PathBuf, bool)>, FuseError> {
+        let (mnt, root, v2) = match self.mounts.v1.iter().find(|m| m.controllers.iter().any(|c| c == controller)) {
+            Some(m) => (&m.mountpoint, &m.root, false),
+            None => match &self.mounts.v2 {
+                Some((mp, root)) => (mp, root, true),
+                None => return Ok(None),
+            },
+        };
+        let rel = self.path.trim_start_matches('/');
+        let root_rel = root.trim_start_matches('/');
+        let rel = match rel.strip_prefix(root_rel) {
+            Some(r) if !root_rel.is_empty() && (r.is_empty() || r.starts_with('/')) => r.trim_start_matches('/'),
+            _ => rel,
+        };
+        let dir = if rel.is_empty() { mnt.clone() } else { mnt.join(rel) };
+        if !dir.is_dir() {
+            return Err(FuseError::CgroupGone { path: dir });
+        }
+        Ok(Some((dir, mnt.clone(), v2)))
+    }
+
+    /// Minimum limit over the cgroup and its ancestors (up to the mount).
+    fn min_limit(dir: &Path, mnt: &Path, file: &str) -> Result<Option<u64>, FuseError> {
+        let mut best: Option<u64> = None;
+        let mut cur = Some(dir);
+        while let Some(d) = cur.filter(|d| d.starts_with(mnt)) {
+            if let Some(text) = read_opt(&d.join(file))? {
+                if let Some(v) = parse_limit(&text)? {
+                    best = Some(best.map_or(v, |b| b.min(v)));
+                }
+            }
+            cur = d.parent();
+        }
+        Ok(best)
+    }
+
+    pub fn memory(&self) -> Result<Option<Memory>, FuseError> {
+        let Some((dir, mnt, v2)) = self.dir("memory")? else { return Ok(None) };
+        let usage_file = if v2 { "memory.current" } else { "memory.usage_in_bytes" };
+        let Some(usage) = read_opt(&dir.join(usage_file))? else { return Ok(None) };
+        let usage = parse_u64(&usage)?;
+        let stat_text = read_opt(&dir.join("memory.stat"))?.unwrap_or_default();
+        let stat = parse_memory_stat(&stat_text, v2);
+        let (limit, swap) = if v2 {
+            let limit = Self::min_limit(&dir, &mnt, "memory.max")?;
+            let swap = match read_opt(&dir.join("memory.swap.current"))? {
+                Some(cur) => Some(SwapInfo {
+                    limit: Self::min_limit(&dir, &mnt, "memory.swap.max")?,
+                    usage: parse_u64(&cur)?,
+                }),
+                None => None,
+            };
+            (limit, swap)
+        } else {
+            let own = Self::min_limit(&dir, &dir, "memory.limit_in_bytes")?;
+            let hier = v1_hierarchical_limit(&stat_text, "hierarchical_memory_limit");
+            let limit = [own, hier].into_iter().flatten().min();
+            let swap = match read_opt(&dir.join("memory.memsw.usage_in_bytes"))? {
+                Some(cur) => {
+                    let own = Self::min_limit(&dir, &dir, "memory.memsw.limit_in_bytes")?;
+                    let hier = v1_hierarchical_limit(&stat_text, "hierarchical_memsw_limit");
+                    let memsw = [own, hier].into_iter().flatten().min();
+                    Some(SwapInfo {
+                        limit: memsw.map(|ms| ms.saturating_sub(limit.unwrap_or(ms))),
+                        usage: parse_u64(&cur)?.saturating_sub(usage),
+                    })
+                }
+                None => None,
+            };
+            (limit, swap)
+        };
+        Ok(Some(Memory { limit, usage, swap, stat }))
+    }
+
+    /// The cgroup's effective cpuset, `None` if unknown or empty.
+    pub fn cpuset(&self) -> Result<Option<Vec<usize>>, FuseError> {
+        let Some((dir, _, v2)) = self.dir("cpuset")? else { return Ok(None) };
+        let files: &[&str] = if v2 { &["cpuset.cpus.effective"] } else { &["cpuset.effective_cpus", "cpuset.cpus"] };
+        for f in files {
+            if let Some(text) = read_opt(&dir.join(f))? {
+                let cpus = parse_cpu_list(&text)?;
+                if !cpus.is_empty() {
+                    return Ok(Some(cpus));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// CFS quota as a cpu count (quota/period), minimum over ancestors.
+    pub fn cpu_quota(&self) -> Result<Option<f64>, FuseError> {
+        let Some((dir, mnt, v2)) = self.dir("cpu")? else { return Ok(None) };
+        let mut best: Option<f64> = None;
+        let mut cur = Some(dir.as_path());
+        while let Some(d) = cur.filter(|d| d.starts_with(&mnt)) {
+            let q = if v2 {
+                match read_opt(&d.join("cpu.max"))? {
+                    Some(t) => parse_cpu_max(&t)?,
+                    None => None,
+                }
+            } else {
+                match (read_opt(&d.join("cpu.cfs_quota_us"))?, read_opt(&d.join("cpu.cfs_period_us"))?) {
+                    (Some(q), Some(p)) => match (parse_limit(&q)?, parse_u64(&p)?) {
+                        (Some(q), p) if p > 0 => Some(q as f64 / p as f64),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            };
+            if let Some(q) = q {
+                best = Some(best.map_or(q, |b: f64| b.min(q)));
+            }
+            cur = d.parent();
+        }
+        Ok(best)
+    }
+
+    pub fn cpu_usage(&self) -> Result<Option<CpuUsage>, FuseError> {
+        let (ctrl, v2_file) = ("cpuacct", "cpu.stat");
+        let Some((dir, _, v2)) = self.dir(ctrl)? else { return Ok(None) };
+        if v2 {
+            return Ok(read_opt(&dir.join(v2_file))?.map(|t| {
+                let (user_ns, system_ns) = parse_cpu_stat_v2(&t);
+                CpuUsage { user_ns, system_ns, per_cpu: None }
+            }));
+        }
+        if let Some(t) = read_opt(&dir.join("cpuacct.usage_all"))? {
+            let per = parse_cpuacct_usage_all(&t)?;
+            let (u, s) = per.iter().fold((0, 0), |(a, b), (u, s)| (a + u, b + s));
+            return Ok(Some(CpuUsage { user_ns: u, system_ns: s, per_cpu: Some(per) }));
+        }
+        match read_opt(&dir.join("cpuacct.usage"))? {
+            Some(t) => Ok(Some(CpuUsage { user_ns: parse_u64(&t)?, system_ns: 0, per_cpu: None })),
+            None => Ok(None),
+        }
+    }
+
+    pub fn pids_current(&self) -> Result<Option<u64>, FuseError> {
+        let Some((dir, _, _)) = self.dir("pids")? else { return Ok(None) };
+        read_opt(&dir.join("pids.current"))?.map(|t| parse_u64(&t)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn mountinfo_hybrid_and_v2() {
+        let m = parse_mountinfo(HYBRID);
+        assert_eq!(m.v1.len(), 4);
+        assert_eq!(m.v1[0].controllers, vec!["cpu"]);
+        assert_eq!(m.v1[3].controllers, Vec::<String>::new(), "name=systemd is no controller");
+        assert_eq!(m.v2, Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".to_string())));
+        let co = parse_mountinfo("32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n");
+        assert_eq!(co.v1[0].controllers, vec!["cpu", "cpuacct"]);
+        let v2 = parse_mountinfo("30 23 0:26 /init.scope /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n");
+        assert_eq!(v2.v2, Some((PathBuf::from("/sys/fs/cgroup"), "/init.scope".to_string())));
+        assert!(v2.v1.is_empty());
+    }
+
+    #[test]
+    fn dir_resolution_and_gone() {
+        let m = parse_mountinfo("1 0 0:1 / /tmp rw - cgroup2 cgroup2 rw\n");
+        let cg = Cgroup::with_mounts("/", m.clone());
+        assert_eq!(cg.dir("memory").unwrap().unwrap().0, PathBuf::from("/tmp"));
+        let err = Cgroup::with_mounts("/nestrun-no-such-cgroup", m).dir("memory").unwrap_err();
+        assert!(err.to_string().contains("/tmp/nestrun-no-such-cgroup"), "{err}");
+        assert!(Cgroup::with_mounts("/x", Mounts::default()).dir("memory").unwrap().is_none());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit("max\n").unwrap(), None);
+        assert_eq!(parse_limit("-1\n").unwrap(), None);
+        assert_eq!(parse_limit("9223372036854771712\n").unwrap(), None);
+        assert_eq!(parse_limit("268435456\n").unwrap(), Some(268435456));
+        assert!(parse_limit("abc").unwrap_err().to_string().contains("abc"));
+        assert_eq!(parse_cpu_max("max 100000\n").unwrap(), None);
+        assert_eq!(parse_cpu_max("150000 100000\n").unwrap(), Some(1.5));
+        assert!(parse_cpu_max("x 1").is_err());
+    }
+
+    #[test]
+    fn memory_stat_v1_captured() {
+        let text = include_str!("testdata/memory.stat.v1");
+        let s = parse_memory_stat(text, false);
+        assert_eq!(s.cache, 564809728);
+        assert_eq!(s.shmem, 9084928);
+        assert_eq!(s.mapped, 11431936);
+        assert_eq!(s.active_file, 224137216);
+        assert_eq!(s.inactive_anon, 3956736);
+        assert_eq!(s.unevictable, 12722176);
+        assert_eq!(s.slab, 0);
+        assert_eq!(v1_hierarchical_limit(text, "hierarchical_memory_limit"), None);
+        assert_eq!(v1_hierarchical_limit("hierarchical_memory_limit 268435456\n", "hierarchical_memory_limit"), Some(268435456));
+    }
+
+    #[test]
+    fn memory_stat_v2_sample() {
+        let s = parse_memory_stat(include_str!("testdata/memory.stat.v2"), true);
+        assert_eq!(s.cache, 52428800);
+        assert_eq!(s.shmem, 4194304);
+        assert_eq!(s.mapped, 20971520);
+        assert_eq!(s.dirty, 1048576);
+        assert_eq!(s.active_anon, 100663296);
+        assert_eq!(s.inactive_file, 31457280);
+        assert_eq!(s.slab, 6291456);
+        assert_eq!(s.slab_reclaimable, 4194304);
+        assert_eq!(s.slab_unreclaimable, 2097152);
+    }
+
+    #[test]
+    fn cpu_usage_parsers() {
+        let per = parse_cpuacct_usage_all("cpu user system\n0 57257632592 16797353992\n1 67576801553 22579438007\n").unwrap();
+        assert_eq!(per, vec![(57257632592, 16797353992), (67576801553, 22579438007)]);
+        assert!(parse_cpuacct_usage_all("cpu user system\n0 1\n").is_err());
+        let (u, s) = parse_cpu_stat_v2("usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 0\n");
+        assert_eq!((u, s), (2_000_000, 1_000_000));
+    }
+}
