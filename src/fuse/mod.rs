@@ -1,0 +1,154 @@
+//! Per-container FUSE server emulating /proc and /sys files (lxcfs-like).
+//!
+//! The runtime starts one server per container with [`spawn`] (a detached
+//! `nestrun fuse-serve` process), mounted on the host at `<state>/fuse`; it
+//! then bind-mounts each of [`emulated_files`] over the container's path and,
+//! on delete, calls [`stop`]. The server renders every file from the host's
+//! file and the container's cgroup (see `render`, `cgroup`), and keeps
+//! per-container values for a few non-namespaced sysctls (see `sysctl`).
+
+pub mod cgroup;
+mod files;
+mod process;
+pub mod render;
+mod server;
+pub mod sysctl;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use process::{spawn, spawn_with, stop};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FuseError {
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cgroup directory {path} does not exist")]
+    CgroupGone { path: PathBuf },
+    #[error("invalid {what}: {value:?}")]
+    Parse { what: &'static str, value: String },
+    #[error("invalid sysctl value {value:?}")]
+    InvalidValue { value: String },
+    #[error("mount fuse filesystem at {path}: {source}")]
+    Mount { path: PathBuf, source: std::io::Error },
+    #[error("fuse session at {path}: {source}")]
+    Session { path: PathBuf, source: std::io::Error },
+    #[error("spawn fuse server {exe}: {source}")]
+    Spawn { exe: PathBuf, source: std::io::Error },
+    #[error("fuse server for {path} not ready after {secs} s")]
+    Timeout { path: PathBuf, secs: u64 },
+    #[error("fuse server for {path} exited before it was ready ({status})")]
+    Exited { path: PathBuf, status: String },
+    #[error("{op} {path}: {source}")]
+    Sys { op: &'static str, path: PathBuf, source: nix::Error },
+}
+
+/// What one server serves.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Host directory the filesystem is mounted on (created if missing).
+    pub mountpoint: PathBuf,
+    /// The container's cgroup path as the runtime resolved it (`/docker/<id>`).
+    pub cgroup_path: String,
+    /// Host uid/gid of the container's root: files are shown owned by them and
+    /// only `owner_uid` may write the emulated sysctls.
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// Container start (for /proc/uptime when the init pid is unknown).
+    pub start_time: SystemTime,
+    /// Host pid of the container's init: /proc/uptime uses its start time.
+    pub init_pid: Option<i32>,
+}
+
+impl ServeConfig {
+    /// Arguments of the hidden `fuse-serve` subcommand (after its name).
+    pub fn to_args(&self, ready_fd: Option<i32>) -> Vec<std::ffi::OsString> {
+        let secs = self.start_time.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let mut mp = std::ffi::OsString::from("--mountpoint=");
+        mp.push(&self.mountpoint);
+        let mut args = vec![
+            mp,
+            format!("--cgroup-path={}", self.cgroup_path).into(),
+            format!("--owner-uid={}", self.owner_uid).into(),
+            format!("--owner-gid={}", self.owner_gid).into(),
+            format!("--start-time={secs}").into(),
+        ];
+        if let Some(fd) = ready_fd {
+            args.push(format!("--ready-fd={fd}").into());
+        }
+        if let Some(pid) = self.init_pid {
+            args.push(format!("--init-pid={pid}").into());
+        }
+        args
+    }
+}
+
+/// Files always emulated, relative to the mountpoint; the in-container
+/// destination is "/" + path. (The sysctls come on top: [`emulated_files`].)
+/// `/sys/devices/system/cpu/possible` and `present` are deliberately not
+/// emulated: libbpf and per-cpu allocators size arrays from them.
+pub const EMULATED_PROC_FILES: &[&str] = &[
+    "proc/meminfo",
+    "proc/cpuinfo",
+    "proc/stat",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/swaps",
+    "proc/diskstats",
+    "sys/devices/system/cpu/online",
+];
+
+/// (path relative to the mountpoint, in-container destination) of every file
+/// the server exposes on this host, sysctls included.
+pub fn emulated_files() -> Vec<(PathBuf, PathBuf)> {
+    EMULATED_PROC_FILES
+        .iter()
+        .map(PathBuf::from)
+        .chain(sysctl::present_paths())
+        .map(|rel| {
+            let dest = Path::new("/").join(&rel);
+            (rel, dest)
+        })
+        .collect()
+}
+
+/// Mounts the filesystem at `cfg.mountpoint` and serves it until it is
+/// unmounted (or the process is killed). Writes one byte to `ready_fd` once
+/// the mount is live (the kernel's INIT handshake is done).
+pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseError> {
+    let sources = files::Sources {
+        host_proc: PathBuf::from("/proc"),
+        cgroup: cgroup::Cgroup::new(&cfg.cgroup_path)?,
+        start_time: cfg.start_time,
+        init_pid: cfg.init_pid,
+    };
+    let sysctls = sysctl::load(Path::new("/"));
+    serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd)
+}
+
+fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>) -> Result<(), FuseError> {
+    std::fs::create_dir_all(mountpoint).map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("nestrun".into()),
+        fuser::MountOption::Subtype("nestrun".into()),
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoExec,
+    ];
+    // allow_other (the container's root is not the mounter); no
+    // default_permissions: the server checks writes itself.
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(2);
+    let session = fuser::Session::new(fs, mountpoint, &config)
+        .map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
+    if let Some(fd) = ready_fd {
+        let _ = nix::unistd::write(&fd, b"R");
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "fuse server ready");
+    session.run().map_err(|source| FuseError::Session { path: mountpoint.into(), source })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! Starting and stopping the detached server process.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::{FuseError, ServeConfig};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts `/proc/self/exe fuse-serve ...` (or `$NESTRUN_SELF_EXE`) detached
+/// (own session, stdio to `log` or /dev/null), waits up to 5 s for its
+/// readiness byte and returns its pid. On failure the server is killed and
+/// the mountpoint unmounted.
+pub fn spawn(cfg: &ServeConfig, log: Option<&Path>) -> Result<Pid, FuseError> {
+    let exe = std::env::var_os("NESTRUN_SELF_EXE").map_or_else(|| PathBuf::from("/proc/self/exe"), PathBuf::from);
+    spawn_with(cfg, log, &exe, &["fuse-serve".into()])
+}
+
+/// [`spawn`] with an explicit executable and the arguments placed before the
+/// server's own (`["fuse-serve"]` for nestrun).
+pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pid, FuseError> {
+    let sys = |op, source| FuseError::Sys { op, path: cfg.mountpoint.clone(), source };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe for", e))?;
+    let (out, err) = match log {
+        Some(p) => {
+            let f = File::options().create(true).append(true).open(p).map_err(|source| FuseError::Spawn { exe: p.into(), source })?;
+            let f2 = f.try_clone().map_err(|source| FuseError::Spawn { exe: p.into(), source })?;
+            (Stdio::from(f), Stdio::from(f2))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    let wr_raw: RawFd = wr.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(prefix).args(cfg.to_args(Some(wr_raw))).stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if libc::fcntl(wr_raw, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| FuseError::Spawn { exe: exe.into(), source })?;
+    drop(wr);
+    let pid = Pid::from_raw(child.id() as i32);
+    let fail = |child: &mut std::process::Child, e: FuseError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = umount2(&cfg.mountpoint, MntFlags::MNT_DETACH);
+        Err(e)
+    };
+    match wait_readable(rd.as_fd().as_raw_fd(), READY_TIMEOUT) {
+        Ok(true) => {}
+        Ok(false) => return fail(&mut child, FuseError::Timeout { path: cfg.mountpoint.clone(), secs: READY_TIMEOUT.as_secs() }),
+        Err(e) => return fail(&mut child, sys("wait for fuse server of", e)),
+    }
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(rd.as_raw_fd(), &mut byte) {
+        Ok(1) => Ok(pid),
+        _ => {
+            let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+            fail(&mut child, FuseError::Exited { path: cfg.mountpoint.clone(), status })
+        }
+    }
+}
+
+/// poll(2) for readability with an overall deadline (EINTR-safe).
+fn wait_readable(fd: RawFd, timeout: Duration) -> Result<bool, Errno> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        match r {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(Errno::last()),
+        }
+    }
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall; on success the return value is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
+    // SAFETY: plain syscall on a pidfd we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig as i32, 0usize, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Whether `pid` is a fuse server (guards against a recycled pid).
+fn is_server(pid: Pid) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"fuse-serve"))
+}
+
+/// Lazily unmounts `mountpoint` and terminates the server (SIGTERM, then
+/// SIGKILL after 2 s). Idempotent: an unmounted path or a gone process is fine.
+pub fn stop(pid: Pid, mountpoint: &Path) -> Result<(), FuseError> {
+    let sys = |op, source| FuseError::Sys { op, path: mountpoint.to_path_buf(), source };
+    let umount = match umount2(mountpoint, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => Ok(()),
+        Err(e) => Err(sys("unmount", e)),
+    };
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => Some(fd),
+        Err(Errno::ESRCH) => None,
+        Err(e) => return Err(sys("pidfd_open for server of", e)),
+    };
+    if let Some(pidfd) = pidfd.filter(|_| is_server(pid)) {
+        for (sig, grace) in [(Signal::SIGTERM, TERM_GRACE), (Signal::SIGKILL, TERM_GRACE)] {
+            match pidfd_signal(&pidfd, sig) {
+                Ok(()) => {}
+                Err(Errno::ESRCH) => break,
+                Err(e) => return Err(sys("signal server of", e)),
+            }
+            if wait_readable(pidfd.as_raw_fd(), grace).map_err(|e| sys("wait for server of", e))? {
+                break;
+            }
+        }
+    }
+    // Reap it if it is our child (spawned by this process); ECHILD otherwise.
+    let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    umount
+}

@@ -1,0 +1,271 @@
+//! Root-only tests against a real FUSE mount (skipped, with a message, when
+//! not root or /dev/fuse is missing). The server process is this test binary
+//! re-executed into the ignored `child_server` test.
+
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::*;
+
+fn can_mount() -> bool {
+    if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping fuse mount test: needs root and /dev/fuse");
+        return false;
+    }
+    true
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nestrun-fusetest-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+/// A cgroup created in every cgroup hierarchy mounted here, removed on drop.
+struct TestCgroup {
+    name: String,
+    dirs: Vec<PathBuf>,
+    memory_limited: bool,
+}
+
+impl TestCgroup {
+    fn new() -> Self {
+        let name = format!("nestrun-fusetest-{}", std::process::id());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut dirs = Vec::new();
+        let mut memory_limited = false;
+        for line in info.lines() {
+            let Some((l, r)) = line.split_once(" - ") else { continue };
+            if !(r.starts_with("cgroup ") || r.starts_with("cgroup2 ")) {
+                continue;
+            }
+            let dir = Path::new(l.split(' ').nth(4).unwrap()).join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            for (file, value) in [("memory.limit_in_bytes", "268435456"), ("memory.max", "268435456")] {
+                if dir.join(file).exists() && std::fs::write(dir.join(file), value).is_ok() {
+                    memory_limited = true;
+                }
+            }
+            dirs.push(dir);
+        }
+        TestCgroup { name, dirs, memory_limited }
+    }
+
+    fn remove(&mut self) {
+        for d in self.dirs.drain(..) {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Unmounts (and stops the server, if any) even when a test panics.
+struct MountGuard(PathBuf, Option<nix::unistd::Pid>);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        match self.1 {
+            Some(pid) => drop(stop(pid, &self.0)),
+            None => drop(nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH)),
+        }
+    }
+}
+
+/// The server side: runs only when re-executed by `spawn_with` below, which
+/// passes the server's arguments after `--` (libtest takes them as filters).
+#[test]
+#[ignore = "helper process for mount_spawn_read_write_stop"]
+fn child_server() {
+    let args: Vec<String> = std::env::args().skip_while(|a| a != "fuse-serve").skip(1).collect();
+    let get = |k: &str| args.iter().find_map(|a| a.strip_prefix(&format!("--{k}=")).map(String::from));
+    let Some(mountpoint) = get("mountpoint") else { return };
+    let secs: f64 = get("start-time").unwrap().parse().unwrap();
+    let cfg = ServeConfig {
+        mountpoint: mountpoint.into(),
+        cgroup_path: get("cgroup-path").unwrap(),
+        owner_uid: get("owner-uid").unwrap().parse().unwrap(),
+        owner_gid: get("owner-gid").unwrap().parse().unwrap(),
+        start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
+        init_pid: get("init-pid").map(|p| p.parse().unwrap()),
+    };
+    let fd: i32 = get("ready-fd").unwrap().parse().unwrap();
+    // SAFETY: the fd was inherited from spawn_with for exactly this purpose.
+    let ready = unsafe { OwnedFd::from_raw_fd(fd) };
+    serve(cfg, Some(ready)).unwrap();
+}
+
+#[test]
+fn mount_spawn_read_write_stop() {
+    if !can_mount() {
+        return;
+    }
+    let mut cg = TestCgroup::new();
+    let dir = tempdir("spawn");
+    let mnt = dir.join("fuse");
+    let cfg = ServeConfig {
+        mountpoint: mnt.clone(),
+        cgroup_path: format!("/{}", cg.name),
+        owner_uid: 0,
+        owner_gid: 0,
+        start_time: SystemTime::now() - std::time::Duration::from_secs(100),
+        init_pid: None,
+    };
+    let exe = std::env::current_exe().unwrap();
+    let prefix: Vec<OsString> = ["--exact", "fuse::tests::child_server", "--ignored", "--nocapture", "--", "fuse-serve"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let log = dir.join("server.log");
+    let pid = spawn_with(&cfg, Some(&log), &exe, &prefix).expect("spawn fuse server");
+    let _guard = MountGuard(mnt.clone(), Some(pid));
+    assert!(mounted(&mnt));
+
+    let meminfo = std::fs::read_to_string(mnt.join("proc/meminfo")).unwrap();
+    if cg.memory_limited {
+        assert!(meminfo.contains("MemTotal:         262144 kB\n"), "{meminfo}");
+    } else {
+        eprintln!("no memory controller to limit: only checking meminfo is served");
+        assert!(meminfo.starts_with("MemTotal:"));
+    }
+    let md = std::fs::metadata(mnt.join("proc/meminfo")).unwrap();
+    assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o444, 0));
+    let md = std::fs::metadata(mnt.join("proc/sys/vm/overcommit_memory")).unwrap();
+    assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o644, 0));
+    if Path::new("/bin/busybox").exists() {
+        let out = std::process::Command::new("/bin/busybox").arg("cat").arg(mnt.join("proc/meminfo")).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), meminfo.lines().count(), "busybox cat (sendfile) reads it all: {text}");
+        assert_eq!(text.lines().next(), meminfo.lines().next());
+    }
+    for f in EMULATED_PROC_FILES.iter().filter(|f| **f != "proc/swaps") {
+        let text = std::fs::read_to_string(mnt.join(f)).unwrap();
+        assert!(!text.is_empty() && text.ends_with('\n'), "{f}: {text:?}");
+    }
+    let uptime = std::fs::read_to_string(mnt.join("proc/uptime")).unwrap();
+    let up: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+    assert!((99.0..200.0).contains(&up), "{uptime}");
+
+    // sysctl: the owner (uid 0 here) writes, the host file stays unchanged.
+    let rel = "proc/sys/vm/overcommit_memory";
+    let host_before = std::fs::read_to_string(Path::new("/").join(rel)).unwrap();
+    let new = if host_before.trim() == "1" { "2" } else { "1" };
+    std::fs::write(mnt.join(rel), format!("{new}\n")).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join(rel)).unwrap(), format!("{new}\n"));
+    assert_eq!(std::fs::read_to_string(Path::new("/").join(rel)).unwrap(), host_before);
+    let e = std::fs::write(mnt.join(rel), "garbage\n").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let e = std::fs::write(mnt.join("proc/meminfo"), "1\n").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    // a non-owner uid can read but not write
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("cat {0} >/dev/null && ! echo 0 > {0}", mnt.join(rel).display()))
+        .uid(12345)
+        .gid(12345)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "uid 12345 must read but not write the sysctl");
+    assert_eq!(std::fs::read_to_string(mnt.join(rel)).unwrap(), format!("{new}\n"));
+
+    // cgroup gone -> EIO, and the server keeps running
+    cg.remove();
+    let e = std::fs::read_to_string(mnt.join("proc/meminfo")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert!(std::fs::read_to_string(mnt.join(rel)).is_ok());
+
+    stop(pid, &mnt).unwrap();
+    assert!(!mounted(&mnt), "still mounted after stop");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "server still running");
+    stop(pid, &mnt).expect("stop is idempotent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 64-cpu cpuinfo (> 4096 bytes, the reported st_size) served whole, from a
+/// fake host /proc, with the server in a thread.
+#[test]
+fn large_file_served_whole() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempdir("large");
+    let host = dir.join("hostproc");
+    std::fs::create_dir_all(&host).unwrap();
+    let block = include_str!("testdata/cpuinfo").split("\n\n").next().unwrap().to_string();
+    let cpuinfo: String = (0..64).map(|i| block.replacen("processor\t: 0", &format!("processor\t: {i}"), 1) + "\n\n").collect();
+    assert!(cpuinfo.len() > 64 * 1024);
+    std::fs::write(host.join("cpuinfo"), &cpuinfo).unwrap();
+    let stat: String = std::iter::once("cpu  1 2 3 4 5 6 7 8 9 10\n".to_string())
+        .chain((0..64).map(|i| format!("cpu{i} 1 2 3 4 5 6 7 8 9 10\n")))
+        .collect();
+    std::fs::write(host.join("stat"), &stat).unwrap();
+    let sources = files::Sources {
+        host_proc: host,
+        cgroup: cgroup::Cgroup::with_mounts("/", cgroup::Mounts::default()),
+        start_time: SystemTime::now(),
+        init_pid: None,
+    };
+    let mnt = dir.join("fuse");
+    let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let m = mnt.clone();
+    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr)));
+    let guard = MountGuard(mnt.clone(), None);
+    let mut b = [0u8; 1];
+    assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);
+    assert_eq!(std::fs::read_to_string(mnt.join("proc/cpuinfo")).unwrap(), cpuinfo);
+    assert_eq!(std::fs::read_to_string(mnt.join("sys/devices/system/cpu/online")).unwrap(), "0-63\n");
+    if Path::new("/bin/busybox").exists() {
+        let out = std::process::Command::new("/bin/busybox").arg("cat").arg(mnt.join("proc/cpuinfo")).output().unwrap();
+        assert_eq!(out.stdout.len(), cpuinfo.len());
+    }
+    let names: Vec<String> = std::fs::read_dir(mnt.join("proc")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.contains(&"meminfo".to_string()) && names.contains(&"stat".to_string()), "{names:?}");
+    drop(guard);
+    t.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn emulated_files_map_to_destinations() {
+    let files = emulated_files();
+    assert!(files.contains(&(PathBuf::from("proc/meminfo"), PathBuf::from("/proc/meminfo"))));
+    assert!(files.contains(&(PathBuf::from("sys/devices/system/cpu/online"), PathBuf::from("/sys/devices/system/cpu/online"))));
+    for (rel, dest) in &files {
+        assert_eq!(Path::new("/").join(rel), *dest);
+    }
+    let kinds: Vec<&str> = files::FILES.iter().map(|f| f.0).collect();
+    assert_eq!(kinds, EMULATED_PROC_FILES);
+    let cfg = ServeConfig {
+        mountpoint: "/run/x y".into(),
+        cgroup_path: "/docker/abc".into(),
+        owner_uid: 100000,
+        owner_gid: 100000,
+        start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500),
+        init_pid: Some(42),
+    };
+    let args: Vec<String> = cfg.to_args(Some(5)).into_iter().map(|a| a.into_string().unwrap()).collect();
+    assert_eq!(
+        args,
+        ["--mountpoint=/run/x y", "--cgroup-path=/docker/abc", "--owner-uid=100000", "--owner-gid=100000", "--start-time=1.5", "--ready-fd=5", "--init-pid=42"]
+    );
+}
