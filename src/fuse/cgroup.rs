@@ -221,7 +221,11 @@ impl Cgroup {
         };
         let dir = if rel.is_empty() { mnt.clone() } else { mnt.join(rel) };
         if !dir.is_dir() {
-            return Err(FuseError::CgroupGone { path: dir });
+            // On hybrid hosts the runtime creates the cgroup in the v1
+            // hierarchies only: a missing dir in the mostly empty cgroup2
+            // mount means "not available", not "gone".
+            let hybrid = v2 && self.mounts.v1.iter().any(|m| !m.controllers.is_empty());
+            return if hybrid { Ok(None) } else { Err(FuseError::CgroupGone { path: dir }) };
         }
         Ok(Some((dir, mnt.clone(), v2)))
     }
@@ -382,6 +386,9 @@ mod tests {
         let err = Cgroup::with_mounts("/nestrun-no-such-cgroup", m).dir("memory").unwrap_err();
         assert!(err.to_string().contains("/tmp/nestrun-no-such-cgroup"), "{err}");
         assert!(Cgroup::with_mounts("/x", Mounts::default()).dir("memory").unwrap().is_none());
+        // hybrid: pids not bound to v1, cgroup absent from the cgroup2 mount -> unavailable
+        let hybrid = parse_mountinfo("1 0 0:1 / /tmp/nestrun-no-v1 rw - cgroup cgroup rw,memory\n2 0 0:2 / /tmp rw - cgroup2 cgroup2 rw\n");
+        assert!(Cgroup::with_mounts("/nestrun-no-such-cgroup", hybrid).dir("pids").unwrap().is_none());
     }
 
     #[test]

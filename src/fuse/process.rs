@@ -32,6 +32,15 @@ pub fn spawn(cfg: &ServeConfig, log: Option<&Path>) -> Result<Pid, FuseError> {
 pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pid, FuseError> {
     let sys = |op, source| FuseError::Sys { op, path: cfg.mountpoint.clone(), source };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe for", e))?;
+    // Keep the child's end clear of fds 0-2, which the child's stdio replaces
+    // (possible when this process runs with stdio closed).
+    let wr = if wr.as_raw_fd() < 3 {
+        let fd = nix::fcntl::fcntl(wr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(|e| sys("dup pipe for", e))?;
+        // SAFETY: fcntl returned a new descriptor that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    } else {
+        wr
+    };
     let (out, err) = match log {
         Some(p) => {
             let f = File::options().create(true).append(true).open(p).map_err(|source| FuseError::Spawn { exe: p.into(), source })?;
