@@ -1,0 +1,124 @@
+//! Reading a bundle's config.json with errors that name the file, the field and the value,
+//! and writing the rewritten spec to nestrun's shadow bundle.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::Spec;
+
+/// Refuse absurdly large configs before parsing (a real config.json is a few KiB).
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {0} does not exist")]
+    MissingBundle(PathBuf),
+    #[error("bundle {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{0} does not exist")]
+    MissingConfig(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is {size} bytes, larger than the {max} byte limit")]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("{path}: invalid config at {field}: {msg}")]
+    Parse { path: PathBuf, field: String, msg: String },
+    #[error("{path}: root.path is missing")]
+    NoRoot { path: PathBuf },
+    #[error("rootfs {0} does not exist")]
+    MissingRootfs(PathBuf),
+    #[error("rootfs {0} is not a directory")]
+    RootfsNotDir(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn config_path(bundle: &Path) -> PathBuf {
+    bundle.join("config.json")
+}
+
+/// Parse config.json text; `path` only names the file in errors. Pure, for tests and fuzzing.
+pub fn parse_spec(path: &Path, text: &[u8]) -> Result<Spec, BundleError> {
+    let de = &mut serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json appends " at line L column C"; keep it, it is useful in a big file.
+        BundleError::Parse {
+            path: path.to_path_buf(),
+            field: if field == "." { "top level".into() } else { field },
+            msg: inner.to_string(),
+        }
+    })
+}
+
+/// Load and check `<bundle>/config.json` and the rootfs it names. Returns the spec and the
+/// absolute, canonical rootfs path.
+pub fn load(bundle: &Path) -> Result<(Spec, PathBuf), BundleError> {
+    let meta = fs::metadata(bundle).map_err(|_| BundleError::MissingBundle(bundle.to_path_buf()))?;
+    if !meta.is_dir() {
+        return Err(BundleError::NotADirectory(bundle.to_path_buf()));
+    }
+    let path = config_path(bundle);
+    let meta = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BundleError::MissingConfig(path)),
+        Err(source) => return Err(BundleError::Read { path, source }),
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(BundleError::TooLarge { path, size: meta.len(), max: MAX_CONFIG_BYTES });
+    }
+    let text = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    let spec = parse_spec(&path, &text)?;
+    let root = spec.root().as_ref().ok_or_else(|| BundleError::NoRoot { path: path.clone() })?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    match fs::metadata(&rootfs) {
+        Err(_) => return Err(BundleError::MissingRootfs(rootfs)),
+        Ok(m) if !m.is_dir() => return Err(BundleError::RootfsNotDir(rootfs)),
+        Ok(_) => {}
+    }
+    let rootfs = fs::canonicalize(&rootfs).map_err(|_| BundleError::MissingRootfs(rootfs.clone()))?;
+    Ok((spec, rootfs))
+}
+
+/// Write the rewritten spec as `<dir>/config.json` (atomically: temp file + rename).
+pub fn write_shadow(dir: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
+    fs::create_dir_all(dir).map_err(|source| BundleError::Write { path: dir.to_path_buf(), source })?;
+    let path = config_path(dir);
+    let tmp = dir.join(".config.json.tmp");
+    let text = serde_json::to_vec(spec).expect("a Spec always serialises");
+    fs::write(&tmp, text).map_err(|source| BundleError::Write { path: tmp.clone(), source })?;
+    fs::rename(&tmp, &path).map_err(|source| BundleError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_field_and_file() {
+        let text = br#"{"ociVersion":"1.0.2","process":{"cwd":"/","args":["sh"],"user":{"uid":"zero","gid":0}},"root":{"path":"rootfs"}}"#;
+        let err = parse_spec(Path::new("/b/config.json"), text).unwrap_err().to_string();
+        assert!(err.starts_with("/b/config.json: invalid config at process.user.uid: invalid type: string \"zero\""), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_names_position() {
+        let err = parse_spec(Path::new("c.json"), b"{\"ociVersion\": ").unwrap_err().to_string();
+        assert!(err.contains("c.json: invalid config at") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn missing_bundle_and_config_are_named() {
+        let err = load(Path::new("/nonexistent/bundle")).unwrap_err().to_string();
+        assert_eq!(err, "bundle /nonexistent/bundle does not exist");
+        let dir = std::env::temp_dir().join(format!("nestrun-bundle-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert_eq!(err, format!("{}/config.json does not exist", dir.display()));
+        fs::write(dir.join("config.json"), br#"{"ociVersion":"1.0.2","root":{"path":"nope"}}"#).unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert_eq!(err, format!("rootfs {}/nope does not exist", dir.display()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,89 @@
+//! `nestrun check`: what this host supports, and what each missing item disables.
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::host::{idmap, mountinfo};
+
+#[derive(Args, Debug)]
+pub struct Check {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Item {
+    name: &'static str,
+    ok: bool,
+    required: bool,
+    detail: String,
+    disables: &'static str,
+}
+
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
+fn try_idmap() -> Result<(), String> {
+    let base = Path::new("/var/lib/nestrun").join(format!(".check-{}", std::process::id()));
+    let (src, dst) = (base.join("src"), base.join("dst"));
+    std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+    let r = idmap::userns_fd(1 << 20, 65536)
+        .and_then(|fd| idmap::clone_idmapped(&src, &dst, std::os::fd::AsFd::as_fd(&fd), false))
+        .map(|()| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&dst).map(|m| m.uid()).unwrap_or(0)
+        });
+    crate::host::unmount(&dst);
+    let _ = std::fs::remove_dir_all(&base);
+    match r {
+        Ok(uid) if uid == 1 << 20 => Ok(()),
+        Ok(uid) => Err(format!("mapped owner is {uid}, expected {}", 1 << 20)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn items() -> Vec<Item> {
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let userns = read("/proc/sys/user/max_user_namespaces").trim().parse::<u64>().unwrap_or(0) > 0;
+    let mounts = mountinfo::read();
+    let v1 = mounts.iter().any(|e| e.fs_type == "cgroup");
+    let v2 = mounts.iter().any(|e| e.fs_type == "cgroup2");
+    let cg = match (v1, v2) {
+        (true, true) => "hybrid (v1 controllers + cgroup2)",
+        (true, false) => "v1",
+        (false, true) => "v2 (unified)",
+        _ => "none mounted",
+    };
+    let idm = try_idmap();
+    let caps = crate::lifecycle::runtime_caps();
+    let missing: Vec<&str> = crate::facts::CAP_NAMES.iter().copied().filter(|c| !caps.iter().any(|h| h == c)).collect();
+    let subuid = read("/etc/subuid");
+    vec![
+        Item { name: "kernel", ok: kernel_at_least(&release, 5, 19), required: true, detail: release.clone(), disables: "ID-mapped overlay lower layers need >= 5.19" },
+        Item { name: "user namespaces", ok: userns, required: true, detail: format!("max_user_namespaces={}", read("/proc/sys/user/max_user_namespaces").trim()), disables: "everything: system containers need them" },
+        Item { name: "id-mapped mounts", ok: idm.is_ok(), required: true, detail: idm.err().unwrap_or_else(|| "bind of /var/lib/nestrun maps 0 -> 1048576".into()), disables: "rootfs and volumes without chown (no chown fallback yet)" },
+        Item { name: "fuse", ok: Path::new("/dev/fuse").exists(), required: false, detail: "/dev/fuse".into(), disables: "emulated /proc (meminfo, cpuinfo, uptime) and per-container sysctls" },
+        Item { name: "cgroups", ok: v1 || v2, required: true, detail: cg.into(), disables: "resource limits and delegation" },
+        Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },
+        Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
+        Item { name: "capabilities", ok: true, required: false, detail: if missing.is_empty() { "all".into() } else { format!("bounding set lacks {}", missing.join(",")) }, disables: "a missing capability is also missing inside containers" },
+    ]
+}
+
+pub fn run(a: Check) -> Result<i32> {
+    let items = items();
+    if a.json {
+        let v: Vec<_> = items.iter().map(|i| serde_json::json!({"item": i.name, "ok": i.ok, "required": i.required, "detail": i.detail, "disables": i.disables})).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{:<27} {:<6} {:<60} IF MISSING", "ITEM", "OK", "DETAIL");
+        for i in &items {
+            println!("{:<27} {:<6} {:<60} {}", i.name, if i.ok { "yes" } else { "NO" }, i.detail, if i.ok { "" } else { i.disables });
+        }
+    }
+    Ok(if items.iter().any(|i| i.required && !i.ok) { 1 } else { 0 })
+}

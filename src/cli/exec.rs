@@ -1,0 +1,57 @@
+use anyhow::Result;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{waitpid, WaitStatus};
+
+use super::Ctx;
+use crate::lifecycle::{self, LifecycleError};
+
+pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
+    let id = a.container_id.clone();
+    // Load first: an unknown id is named before anything else is looked at.
+    let c = lifecycle::load(&ctx.root, &id)?;
+    if let Some(p) = &a.process {
+        if !p.is_file() {
+            anyhow::bail!("exec process file {} does not exist", p.display());
+        }
+        let text = std::fs::read(p)?;
+        serde_json::from_slice::<libcontainer::oci_spec::runtime::Process>(&text)
+            .map_err(|e| anyhow::anyhow!("exec process file {}: invalid process: {e}", p.display()))?;
+    } else if a.command.is_empty() {
+        anyhow::bail!("exec needs a command or --process FILE");
+    }
+    if c.status() != libcontainer::container::ContainerStatus::Running && !(a.ignore_paused && c.status() == libcontainer::container::ContainerStatus::Paused) {
+        anyhow::bail!("container {id:?} is {}, not running: cannot exec", c.status());
+    }
+    let lc = |source| LifecycleError::Libcontainer { id: id.clone(), source };
+    let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+        .with_root_path(&ctx.root)
+        .map_err(lc)?
+        .with_console_socket(a.console_socket.as_ref())
+        .with_pid_file(a.pid_file.as_ref())
+        .map_err(lc)?
+        .with_preserved_fds(a.preserve_fds)
+        .as_tenant()
+        .with_detach(a.detach)
+        .with_cwd(a.cwd.as_ref())
+        .with_env(a.env.clone().into_iter().collect())
+        .with_process(a.process.as_ref())
+        .with_no_new_privs(a.no_new_privs)
+        .with_container_args(a.command.clone())
+        .with_additional_gids(a.additional_gids.clone())
+        .with_user(a.user.map(|(u, _)| u))
+        .with_group(a.user.and_then(|(_, g)| g))
+        .with_capabilities(a.cap.clone())
+        .with_ignore_paused(a.ignore_paused)
+        .with_sub_cgroup(a.cgroup.clone())
+        .build()
+        .map_err(lc)?;
+    if a.detach {
+        return Ok(0);
+    }
+    Ok(match waitpid(pid, None)? {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 0,
+    })
+}

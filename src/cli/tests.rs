@@ -1,0 +1,66 @@
+//! CLI parsing: runc's command lines as containerd, dockerd and podman send them.
+use clap::Parser;
+
+use super::{Cmd, Opts};
+
+fn parse(args: &[&str]) -> Opts {
+    Opts::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[test]
+fn containerd_shim_create_line() {
+    let o = parse(&["nestrun", "--root", "/run/containerd/runc/k8s.io", "--log", "/run/x/log.json", "--log-format", "json",
+        "create", "--bundle", "/run/b", "--pid-file", "/run/b/init.pid", "--console-socket", "/tmp/pty.sock", "c1"]);
+    assert_eq!(o.global.log_format.as_deref(), Some("json"));
+    match o.cmd {
+        Cmd::Create(c) => {
+            assert_eq!(c.container_id, "c1");
+            assert_eq!(c.bundle, std::path::PathBuf::from("/run/b"));
+            assert!(c.console_socket.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn kill_signal_is_optional_and_all_flag_works() {
+    match parse(&["nestrun", "kill", "c1"]).cmd {
+        Cmd::Kill(k) => assert_eq!((k.signal.as_str(), k.all), ("SIGTERM", false)),
+        other => panic!("{other:?}"),
+    }
+    match parse(&["nestrun", "kill", "--all", "c1", "9"]).cmd {
+        Cmd::Kill(k) => assert_eq!((k.signal.as_str(), k.all), ("9", true)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn signal_names_numbers_and_garbage() {
+    use super::kill::parse_signal;
+    assert!(parse_signal("KILL").is_ok());
+    assert!(parse_signal("sigterm").is_ok());
+    assert!(parse_signal("15").is_ok());
+    assert_eq!(parse_signal("FOO").unwrap_err(), "invalid signal \"FOO\": use a name like TERM or SIGKILL, or a number from 1 to 64");
+}
+
+#[test]
+fn exec_and_update_lines() {
+    match parse(&["nestrun", "--root", "/r", "exec", "--process", "/tmp/p.json", "--detach", "--pid-file", "/tmp/p.pid", "c1"]).cmd {
+        Cmd::Exec(e) => assert!(e.detach && e.process.is_some()),
+        other => panic!("{other:?}"),
+    }
+    match parse(&["nestrun", "update", "--resources", "-", "c1"]).cmd {
+        Cmd::Update(u) => assert_eq!(u.resources, Some("-".into())),
+        other => panic!("{other:?}"),
+    }
+    match parse(&["nestrun", "--systemd-cgroup", "delete", "--force", "c1"]).cmd {
+        Cmd::Delete(d) => assert!(d.force),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn empty_id_is_rejected_by_the_parser() {
+    assert!(Opts::try_parse_from(["nestrun", "start", ""]).is_err());
+    assert!(Opts::try_parse_from(["nestrun", "fuse-serve", "--help"]).is_err(), "help exits through an error value");
+}

@@ -1,0 +1,68 @@
+//! Facts: everything the rewrite pipeline needs to know about the host and this container,
+//! gathered (by `lifecycle`) before any rewrite runs. A plain, serialisable struct, so golden
+//! fixtures can pin it in `facts.json`.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The full system-container rewrite.
+    #[default]
+    System,
+    /// The bundle runs exactly as written (conformance suites, debugging).
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDir {
+    pub destination: PathBuf,
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Facts {
+    pub mode: Mode,
+    /// Host uid and gid that container root maps to, and the size of the range.
+    pub host_id: u32,
+    pub id_size: u32,
+    /// The ID-mapped rootfs prepared for this container (replaces root.path).
+    pub rootfs: Option<PathBuf>,
+    /// Bind-mount sources replaced by an ID-mapped clone of themselves.
+    pub idmapped_sources: Vec<(PathBuf, PathBuf)>,
+    /// The capabilities the runtime itself holds (its bounding set), e.g. "CAP_CHOWN".
+    pub runtime_caps: Vec<String>,
+    /// The runtime's own hard rlimits ("RLIMIT_NOFILE" → hard); without CAP_SYS_RESOURCE on
+    /// the host no container limit can be raised above them.
+    pub rlimit_hard: Vec<(String, u64)>,
+    /// The container's cgroup path (the engine's, or nestrun's own when it gave none).
+    pub cgroup_path: Option<PathBuf>,
+    /// Where this runtime process goes back to after create (host bookkeeping, not rewritten).
+    #[serde(skip)]
+    pub leave_cgroups: Vec<PathBuf>,
+    /// Host-backed data directories prepared for this container.
+    pub data_dirs: Vec<DataDir>,
+    /// /lib/modules/<release> when the host has it.
+    pub lib_modules: Option<PathBuf>,
+    /// Extra devices requested by annotation and present on the host.
+    pub fuse_device: bool,
+    pub tun_device: bool,
+}
+
+/// Annotation keys (docker `--label` reaches the spec as annotations).
+pub const ANN_MODE: &str = "io.nestrun.mode";
+pub const ANN_DEVICES: &str = "io.nestrun.devices";
+
+/// Linux capability names by bit number (capability.h), for reading CapBnd.
+pub const CAP_NAMES: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];

@@ -1,0 +1,112 @@
+//! ID-mapped mounts (kernel >= 5.12; overlay over ID-mapped layers >= 5.19): a user namespace
+//! fd carrying the container's mapping, and clones of host paths that show host uid N as
+//! container uid N. Container root cannot do this itself (EPERM), so the runtime does.
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe, read, ForkResult};
+
+use super::{io, HostError};
+
+const OPEN_TREE_CLONE: u32 = 1;
+const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+const AT_RECURSIVE: u32 = 0x8000;
+const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// A user namespace with `0 -> host_id (size)` for uids and gids, held by an fd. A short-lived
+/// child unshares it and waits while we write its maps and open its ns file.
+pub fn userns_fd(host_id: u32, size: u32) -> Result<OwnedFd, HostError> {
+    let proc_path = Path::new("/proc/self/ns/user");
+    let (rx, tx) = pipe().map_err(super::sys("pipe for", proc_path))?;
+    let (ready_rx, ready_tx) = pipe().map_err(super::sys("pipe for", proc_path))?;
+    // SAFETY: the child only calls async-signal-safe functions (unshare, write, read, _exit).
+    match unsafe { fork() }.map_err(super::sys("fork for", proc_path))? {
+        ForkResult::Child => {
+            drop(tx);
+            drop(ready_rx);
+            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = nix::unistd::write(&ready_tx, &[ok as u8]);
+            let mut b = [0u8; 1];
+            let _ = read(rx.as_raw_fd(), &mut b);
+            unsafe { libc::_exit(0) };
+        }
+        ForkResult::Parent { child } => {
+            drop(rx);
+            drop(ready_tx);
+            let mut b = [0u8; 1];
+            let got = read(ready_rx.as_raw_fd(), &mut b);
+            let result = (|| {
+                if got != Ok(1) || b[0] != 1 {
+                    return Err(HostError::Io { what: "unshare a user namespace for", path: proc_path.into(), source: std::io::Error::other("child failed") });
+                }
+                let base = Path::new("/proc").join(child.as_raw().to_string());
+                let map = format!("0 {host_id} {size}\n");
+                std::fs::write(base.join("uid_map"), &map).map_err(io("write", base.join("uid_map")))?;
+                std::fs::write(base.join("gid_map"), &map).map_err(io("write", base.join("gid_map")))?;
+                let f = std::fs::File::open(base.join("ns/user")).map_err(io("open", base.join("ns/user")))?;
+                Ok(OwnedFd::from(f))
+            })();
+            drop(tx);
+            let _ = waitpid(child, None);
+            result
+        }
+    }
+}
+
+fn check(ret: libc::c_long, what: &'static str, path: &Path) -> Result<libc::c_long, HostError> {
+    if ret < 0 {
+        Err(HostError::Sys { what, path: path.into(), source: nix::Error::last() })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Clone the mount at `src` (a bind of it, and of its submounts with `recursive`), ID-map it
+/// with `userns`, and attach it at `target` (created as an empty dir or file like `src`).
+pub fn clone_idmapped(src: &Path, target: &Path, userns: BorrowedFd, recursive: bool) -> Result<(), HostError> {
+    let c = cpath(src);
+    let rec = if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: plain syscalls with valid, NUL-terminated paths and a properly sized struct.
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec) }, "open_tree", src)?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let empty = CString::default();
+    check(
+        unsafe { libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), empty.as_ptr(), AT_EMPTY_PATH | rec, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) },
+        "id-map (mount_setattr)",
+        src,
+    )?;
+    if src.is_dir() {
+        std::fs::create_dir_all(target).map_err(io("create", target))?;
+    } else {
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(io("create", p))?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map_err(io("create", target))?;
+    }
+    let t = cpath(target);
+    check(
+        unsafe { libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) },
+        "attach id-mapped mount (move_mount) at",
+        target,
+    )?;
+    Ok(())
+}

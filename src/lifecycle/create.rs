@@ -1,0 +1,116 @@
+//! `create`: load the bundle, gather facts, rewrite, write the shadow bundle, create through
+//! libcontainer, then the post-create host steps (cgroup delegation). Any failure undoes
+//! everything made so far before the error is returned.
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::{gather, teardown, LifecycleError};
+use crate::facts::{Mode, ANN_MODE};
+use crate::host::cgroup;
+use crate::sidecar::{self, Record};
+use crate::{bundle, rewrite};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub systemd_cgroup: bool,
+    pub detach: bool,
+}
+
+/// Plain mode: the `io.nestrun.mode=plain` annotation, or NESTRUN_MODE=plain for suites that
+/// drive the binary directly.
+pub fn mode_of(spec: &libcontainer::oci_spec::runtime::Spec) -> Mode {
+    let ann = spec.annotations().as_ref().and_then(|a| a.get(ANN_MODE).cloned());
+    let env = std::env::var("NESTRUN_MODE").ok();
+    match ann.or(env).as_deref() {
+        Some("plain") => Mode::Plain,
+        _ => Mode::System,
+    }
+}
+
+pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleError> {
+    super::validate_id(&args.id)?;
+    let id = args.id.as_str();
+    if super::container_dir(root, id).exists() || sidecar::dir(root, id).exists() {
+        return Err(LifecycleError::Exists { id: id.into(), root: root.into() });
+    }
+    let bundle_dir = std::path::absolute(&args.bundle).unwrap_or_else(|_| args.bundle.clone());
+    let (spec, rootfs) = bundle::load(&bundle_dir)?;
+    std::fs::create_dir_all(root.join(sidecar::DIR)).map_err(|source| LifecycleError::State { path: root.into(), source })?;
+    let root = std::fs::canonicalize(root).map_err(|source| LifecycleError::State { path: root.into(), source })?;
+    let sdir = sidecar::dir(&root, id);
+    // create_dir (not _all): of two racing creates of one id, exactly one gets here.
+    match std::fs::create_dir(&sdir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(LifecycleError::Exists { id: id.into(), root }),
+        r => r.map_err(|source| LifecycleError::State { path: sdir.clone(), source })?,
+    }
+    let mut rec = Record { id: id.into(), bundle: bundle_dir.clone(), rootfs: rootfs.clone(), mode: mode_of(&spec), ..Record::default() };
+    let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, spec, &rootfs, &mut rec));
+    if result.is_err() {
+        let _ = rec.save(&sdir);
+        teardown(&root, id);
+    }
+    result
+}
+
+fn create_in(
+    args: &CreateArgs,
+    root: &Path,
+    sdir: &Path,
+    bundle_dir: &Path,
+    spec: libcontainer::oci_spec::runtime::Spec,
+    rootfs: &Path,
+    rec: &mut Record,
+) -> Result<Container, LifecycleError> {
+    let id = args.id.as_str();
+    let (bundle_for_lc, facts) = match rec.mode {
+        // Plain mode runs the engine's bundle as written: no shadow, no rewrite.
+        Mode::Plain => (bundle_dir.to_path_buf(), None),
+        Mode::System => {
+            let facts = gather::gather(&spec, rootfs, id, root, sdir, rec)?;
+            gather::save(rec, sdir)?;
+            let mut out = rewrite::rewrite(spec, &facts)?;
+            // libcontainer resolves a relative root.path against the bundle: make it absolute.
+            if let Some(r) = out.root_mut().as_mut() {
+                if r.path().is_relative() {
+                    r.set_path(bundle_dir.join(r.path()));
+                }
+            }
+            tracing::debug!(spec = %serde_json::to_string(&out).unwrap_or_default(), "rewritten spec");
+            let shadow = sdir.join("bundle");
+            bundle::write_shadow(&shadow, &out)?;
+            (shadow, Some(facts))
+        }
+    };
+    let lc = |source| LifecycleError::Libcontainer { id: id.into(), source };
+    let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(lc)?
+        .with_pid_file(args.pid_file.as_ref())
+        .map_err(lc)?
+        .with_console_socket(args.console_socket.as_ref())
+        .with_preserved_fds(args.preserve_fds)
+        .as_init(&bundle_for_lc)
+        .with_systemd(args.systemd_cgroup)
+        .with_detach(args.detach)
+        .with_no_pivot(args.no_pivot)
+        .build();
+    if let Some(f) = &facts {
+        cgroup::leave_named(&f.leave_cgroups);
+    }
+    let container = container.map_err(lc)?;
+    if let Some(facts) = facts {
+        if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
+            cgroup::delegate(p, facts.host_id)?;
+        }
+    }
+    Ok(container)
+}

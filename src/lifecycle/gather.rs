@@ -1,0 +1,157 @@
+//! Gathering facts: everything host-side the rewrite needs, made and recorded before it runs.
+//! Each resource is written into the sidecar record before the next step, so a failure or a
+//! `kill -9` at any point leaves a record that teardown can undo.
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::Spec;
+
+use super::LifecycleError;
+use crate::facts::{DataDir, Facts, Mode};
+use crate::host::{self, cgroup, idmap, mountinfo, overlay};
+use crate::rewrite::datadirs::DATA_DIRS;
+use crate::sidecar::Record;
+use crate::subid;
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default))
+}
+
+pub fn save(record: &Record, dir: &Path) -> Result<(), LifecycleError> {
+    record.save(dir).map_err(|source| LifecycleError::State { path: dir.join("record.json"), source })
+}
+
+/// Capability names of the bits set in this process's bounding set.
+pub fn runtime_caps() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    crate::facts::CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+fn rlimit_hard() -> Vec<(String, u64)> {
+    use nix::sys::resource::{getrlimit, Resource as R};
+    [
+        ("RLIMIT_NOFILE", R::RLIMIT_NOFILE),
+        ("RLIMIT_NPROC", R::RLIMIT_NPROC),
+        ("RLIMIT_MEMLOCK", R::RLIMIT_MEMLOCK),
+        ("RLIMIT_CORE", R::RLIMIT_CORE),
+        ("RLIMIT_STACK", R::RLIMIT_STACK),
+        ("RLIMIT_SIGPENDING", R::RLIMIT_SIGPENDING),
+        ("RLIMIT_MSGQUEUE", R::RLIMIT_MSGQUEUE),
+        ("RLIMIT_NICE", R::RLIMIT_NICE),
+        ("RLIMIT_RTPRIO", R::RLIMIT_RTPRIO),
+    ]
+    .into_iter()
+    .filter_map(|(n, r)| getrlimit(r).ok().map(|(_, hard)| (n.to_string(), hard)))
+    .collect()
+}
+
+/// Where the container's host-backed data dirs live: one directory per (root, id).
+fn data_root(root: &Path, id: &str) -> PathBuf {
+    // FNV-1a of the state root keeps ids from different engines apart.
+    let h = root.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3));
+    env_path("NESTRUN_DATA_DIR", "/var/lib/nestrun/data").join(format!("{id}-{:08x}", h as u32))
+}
+
+fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || m.options().as_ref().is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
+}
+
+pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, rec: &mut Record) -> Result<Facts, LifecycleError> {
+    let mut facts = Facts { mode: Mode::System, rootfs: Some(rootfs.to_path_buf()), ..Facts::default() };
+    facts.runtime_caps = runtime_caps();
+    facts.rlimit_hard = rlimit_hard();
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let modules = Path::new("/lib/modules").join(&release);
+    facts.lib_modules = modules.is_dir().then_some(modules);
+
+    // Rootfs layers first: the upper dir's owner says which range its files already have.
+    let entries = mountinfo::read();
+    let layers = mountinfo::at(&entries, rootfs)
+        .filter(|e| e.fs_type == "overlay")
+        .map(|e| overlay::parse_options(&e.super_options).ok_or_else(|| host::HostError::OverlayOptions { path: rootfs.into(), options: e.super_options.clone() }))
+        .transpose()?;
+    let prefer = layers.as_ref().and_then(|l| l.upper.as_ref()).and_then(|u| std::fs::metadata(u).ok()).map(|m| m.uid());
+
+    // The id range: the engine's own mapping, or an exclusive lease.
+    let linux = spec.linux().as_ref().ok_or(crate::rewrite::RewriteError::NoLinux)?;
+    if let Some(m) = linux.uid_mappings().as_ref().filter(|m| !m.is_empty()) {
+        let (h, s) = crate::rewrite::userns::validate("uid", m)?;
+        (facts.host_id, facts.id_size) = (h, s);
+    } else {
+        let pool = subid::ensure_pool(&env_path("NESTRUN_SUBUID", "/etc/subuid"), &env_path("NESTRUN_SUBGID", "/etc/subgid"), subid::DEFAULT_RANGES)?;
+        let lease = subid::acquire(&env_path("NESTRUN_LEASE_DIR", subid::DEFAULT_LEASE_DIR), pool, sdir, prefer)?;
+        (facts.host_id, facts.id_size) = (lease.host_id, lease.size);
+        rec.lease = Some(lease);
+    }
+    rec.host_id = facts.host_id;
+    save(rec, sdir)?;
+
+    // Cgroup: a path of our own when the engine gave none; named hierarchies joined now.
+    let cgroup_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/nestrun/{id}")));
+    rec.cgroup_path = Some(cgroup_path.clone());
+    save(rec, sdir)?;
+    if cgroup_path.is_absolute() {
+        facts.leave_cgroups = cgroup::join_named(&cgroup_path, facts.host_id)?;
+    }
+    facts.cgroup_path = Some(cgroup_path);
+
+    // ID-mapped rootfs and bind sources. Every mount is made below `sdir`, so teardown finds
+    // them by location even if this process dies before recording anything.
+    let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
+    let mut made = Vec::new();
+    facts.rootfs = Some(match &layers {
+        Some(l) => overlay::rebuild(l, sdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?,
+        None => {
+            let target = sdir.join("rootfs");
+            idmap::clone_idmapped(rootfs, &target, userns.as_fd(), false)?;
+            target
+        }
+    });
+    let data_root = data_root(root, id);
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let Some(src) = m.source().as_ref().filter(|s| s.is_absolute() && is_bind(m)) else { continue };
+        if ["/proc", "/sys", "/dev"].iter().any(|p| src.starts_with(p)) || !src.exists() {
+            continue;
+        }
+        let target = sdir.join("m").join(i.to_string());
+        let recursive = m.options().as_ref().is_some_and(|o| o.iter().any(|o| o == "rbind"));
+        match idmap::clone_idmapped(src, &target, userns.as_fd(), recursive) {
+            Ok(()) => facts.idmapped_sources.push((src.clone(), target)),
+            Err(e) => tracing::warn!("bind source kept as is (files owned by host ids show as nobody): {e}"),
+        }
+    }
+
+    // Host-backed data dirs, seeded with what the image has there, owned by the range.
+    rec.data_root = Some(data_root.clone());
+    save(rec, sdir)?;
+    for d in DATA_DIRS {
+        if crate::rewrite::has_mount(spec, Path::new(d)) {
+            continue;
+        }
+        let src = data_root.join(&d[1..]);
+        std::fs::create_dir_all(&src).map_err(host::io("create data dir", &src))?;
+        let seed = rootfs.join(&d[1..]);
+        if seed.is_dir() && std::fs::read_dir(&seed).is_ok_and(|mut r| r.next().is_some()) {
+            let st = std::process::Command::new("cp").arg("-a").arg(seed.join(".")).arg(&src).status();
+            if !st.is_ok_and(|s| s.success()) {
+                tracing::warn!("could not seed {} from the image", src.display());
+            }
+        }
+        facts.data_dirs.push(DataDir { destination: d.into(), source: src });
+    }
+    if data_root.exists() {
+        overlay::shift_tree(&data_root, 0, facts.host_id, facts.id_size)?;
+    }
+    Ok(facts)
+}

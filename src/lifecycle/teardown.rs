@@ -1,0 +1,115 @@
+//! `delete` and teardown: undo everything nestrun made for a container, from its sidecar record
+//! and from where things are (mounts below the sidecar dir), so it also works after a create
+//! that failed or was killed at any step. Every step tolerates "already gone".
+use std::path::Path;
+
+use libcontainer::container::ContainerStatus;
+use libcontainer::signal::Signal;
+
+use super::{container_dir, LifecycleError};
+use crate::host::{self, cgroup, mountinfo};
+use crate::sidecar::{self, Record};
+
+/// Kill whatever still runs in the container's cgroup (an init orphaned by a killed create).
+fn kill_cgroup_procs(cgroup_path: &Path) {
+    if cgroup_path.components().count() < 2 {
+        return; // never the root cgroup
+    }
+    for e in mountinfo::read().iter().filter(|e| e.fs_type.starts_with("cgroup")) {
+        let procs = cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs");
+        for pid in std::fs::read_to_string(procs).unwrap_or_default().lines().filter_map(|l| l.parse::<i32>().ok()) {
+            if pid as u32 != std::process::id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn wait_empty(cgroup_path: &Path) {
+    for _ in 0..200 {
+        let busy = mountinfo::read().iter().filter(|e| e.fs_type.starts_with("cgroup")).any(|e| {
+            let procs = cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs");
+            std::fs::read_to_string(procs).is_ok_and(|s| s.lines().any(|l| l.parse::<u32>().is_ok_and(|p| p != std::process::id())))
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Undo all host-side work for `id`. Idempotent; never fails (it logs what it could not undo).
+pub fn teardown(root: &Path, id: &str) {
+    let sdir = sidecar::dir(root, id);
+    let rec = Record::load(&sdir).unwrap_or_default();
+    if let Some(pid) = rec.fuse_pid {
+        if let Some(mnt) = &rec.fuse_mount {
+            let _ = crate::fuse::stop(nix::unistd::Pid::from_raw(pid), mnt);
+        }
+    }
+    if let Some(cg) = &rec.cgroup_path {
+        kill_cgroup_procs(cg);
+        wait_empty(cg);
+        cgroup::remove_tree(cg, true);
+    }
+    // Mounts below the sidecar dir, deepest first.
+    let entries = mountinfo::read();
+    let mut mounts: Vec<_> = mountinfo::under(&entries, &sdir).map(|e| e.mount_point.clone()).collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        host::unmount(&m);
+    }
+    if let Some(d) = &rec.data_root {
+        if let Err(e) = std::fs::remove_dir_all(d) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove data dir {}: {e}", d.display());
+            }
+        }
+    }
+    if let Some(lease) = &rec.lease {
+        crate::subid::release(lease, &sdir);
+    }
+    let cdir = container_dir(root, id);
+    if cdir.exists() && !cdir.join("state.json").exists() {
+        let _ = std::fs::remove_dir_all(&cdir); // a libcontainer dir from a create that died
+    }
+    if let Err(e) = std::fs::remove_dir_all(&sdir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", sdir.display());
+        }
+    }
+    let _ = std::fs::remove_dir(root.join(sidecar::DIR));
+}
+
+/// `delete [--force]`.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> {
+    super::validate_id(id)?;
+    let has_state = container_dir(root, id).join("state.json").exists();
+    let has_sidecar = sidecar::dir(root, id).exists();
+    if !has_state {
+        if has_sidecar || container_dir(root, id).exists() {
+            teardown(root, id); // a create that failed or was killed
+            return Ok(());
+        }
+        return if force { Ok(()) } else { Err(LifecycleError::NotFound { id: id.into(), root: root.into() }) };
+    }
+    let mut c = super::load(root, id)?;
+    let _ = c.refresh_status();
+    let status = c.status();
+    if !force && !matches!(status, ContainerStatus::Stopped | ContainerStatus::Created) {
+        return Err(LifecycleError::Other { id: id.into(), msg: format!("cannot delete a {status} container without --force") });
+    }
+    // Inner runtimes leave child cgroups behind, which libcontainer cannot remove: stop all
+    // processes, then clear the children first.
+    if status != ContainerStatus::Stopped {
+        let _ = c.kill(Signal::try_from("SIGKILL").expect("valid"), true);
+    }
+    if let Some(cg) = crate::lifecycle::record(root, id).and_then(|r| r.cgroup_path) {
+        kill_cgroup_procs(&cg);
+        wait_empty(&cg);
+        cgroup::remove_tree(&cg, false);
+    }
+    let result = c.delete(true).map_err(|source| LifecycleError::Libcontainer { id: id.into(), source });
+    teardown(root, id);
+    result
+}

@@ -1,0 +1,46 @@
+//! nestrun: a runc-compatible OCI runtime that turns a bundle into a system container
+//! (user namespace, ID-mapped rootfs, delegated cgroups, emulated /proc) via youki's libcontainer.
+
+mod bundle;
+mod cli;
+mod facts;
+mod fuse;
+mod host;
+mod lifecycle;
+mod logging;
+mod rewrite;
+mod sidecar;
+mod subid;
+
+use clap::Parser;
+
+fn main() {
+    let opts = cli::Opts::parse();
+    let guard = logging::init(&opts.global, opts.log_level());
+    let code = match cli::dispatch(opts) {
+        Ok(code) => code,
+        Err(err) => {
+            let msg = one_line(&err);
+            logging::report_error(&guard, &msg);
+            1
+        }
+    };
+    drop(guard);
+    std::process::exit(code);
+}
+
+/// One line naming what is wrong: the outermost context first, then each cause that the
+/// message does not already contain (our error types embed their source's text).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.replace('\n', " ")
+}

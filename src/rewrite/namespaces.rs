@@ -1,0 +1,54 @@
+//! Namespaces: a system container gets its own mount, uts, ipc, cgroup, pid and network
+//! namespaces. Host network or pid namespaces are refused, never silently handed over: with the
+//! host netns, container root could reconfigure the host's interfaces and firewall through the
+//! inner dockerd; with the host pidns it sees every host process. (A `path` to join another
+//! container's namespace, as Kubernetes pods do, is fine: that namespace is not the host's.)
+use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType as T, Spec};
+
+use super::RewriteError;
+use crate::facts::Facts;
+
+pub fn rewrite(mut spec: Spec, _facts: &Facts) -> Result<Spec, RewriteError> {
+    let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
+    let mut nss = linux.namespaces().clone().unwrap_or_default();
+    let has = |nss: &Vec<LinuxNamespace>, t: T| nss.iter().any(|n| n.typ() == t);
+    if !has(&nss, T::Network) {
+        return Err(RewriteError::HostNamespace("network", "network"));
+    }
+    if !has(&nss, T::Pid) {
+        return Err(RewriteError::HostNamespace("pid", "pid"));
+    }
+    // The cgroup namespace is what lets the inner runtime mount cgroupfs; uts and ipc are
+    // added when the engine shares the host's (sethostname would fail anyway in a userns,
+    // but a private one makes the inner dockerd's hostname handling work).
+    for t in [T::Mount, T::Uts, T::Ipc, T::Cgroup] {
+        if !has(&nss, t) {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(t);
+            nss.push(ns);
+        }
+    }
+    linux.set_namespaces(Some(nss));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::testutil::{facts, spec_with_ns};
+
+    #[test]
+    fn host_network_is_refused_with_the_flag_to_drop() {
+        let spec = spec_with_ns(&[T::Pid, T::Mount]);
+        let err = rewrite(spec, &facts()).unwrap_err();
+        assert_eq!(err.to_string(), "the container asks for the host's network namespace; nestrun refuses host namespaces (drop --network=host)");
+    }
+
+    #[test]
+    fn missing_private_namespaces_are_added_once() {
+        let spec = rewrite(spec_with_ns(&[T::Pid, T::Network]), &facts()).unwrap();
+        let spec = rewrite(spec, &facts()).unwrap();
+        let types: Vec<T> = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        assert_eq!(types, vec![T::Pid, T::Network, T::Mount, T::Uts, T::Ipc, T::Cgroup]);
+    }
+}

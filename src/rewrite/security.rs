@@ -1,0 +1,166 @@
+//! Privileges that are safe inside the user namespace.
+//! - Capabilities: container root gets every capability the runtime itself holds. In a user
+//!   namespace a capability only acts on objects that namespace owns (its mounts, netns, cgroup
+//!   namespace, files mapped into its range); the kernel checks the host's own resources
+//!   against the initial namespace, where the container has none. "All" means the runtime's
+//!   bounding set: asking for one the runtime lacks (CAP_SYS_RESOURCE on some hosts) fails.
+//! - Seccomp: the syscalls a nested runtime needs (mount, pivot_root, unshare, setns, keyrings,
+//!   the new mount API, ...) are allowed: each is checked by the kernel against the caller's
+//!   user namespace. Syscalls that act on the host whatever namespace the caller is in (module
+//!   loading, kexec, clocks, swap, acct, raw I/O ports, bpf/perf, open_by_handle_at) stay denied,
+//!   also when the engine sent no profile at all (--privileged, seccomp=unconfined).
+//! - Rlimits above the runtime's own hard limits are clamped: raising them needs
+//!   CAP_SYS_RESOURCE on the host, and the create would fail with "error setting rlimit".
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscall, LinuxSyscallBuilder, PosixRlimitBuilder,
+    Spec,
+};
+
+use super::RewriteError;
+use crate::facts::Facts;
+
+/// Allowed for nested runtimes; the kernel checks each against the caller's user namespace.
+pub const NESTED_SYSCALLS: &[&str] = &[
+    "mount", "umount", "umount2", "pivot_root", "unshare", "setns", "clone", "sethostname",
+    "setdomainname", "keyctl", "add_key", "request_key", "name_to_handle_at", "open_tree",
+    "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "chroot",
+];
+
+/// Never allowed: they act on the host kernel, not on a namespace.
+pub const HOST_SYSCALLS: &[&str] = &[
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "swapon",
+    "swapoff", "settimeofday", "clock_settime", "clock_settime64", "clock_adjtime",
+    "clock_adjtime64", "stime", "acct", "iopl", "ioperm", "open_by_handle_at", "bpf",
+    "perf_event_open", "lookup_dcookie", "syslog", "uselib", "nfsservctl", "_sysctl",
+];
+
+const EPERM: u32 = 1;
+
+fn syscall_rule(names: &[&str], action: LinuxSeccompAction, errno: Option<u32>) -> LinuxSyscall {
+    let mut b = LinuxSyscallBuilder::default().names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).action(action);
+    if let Some(e) = errno {
+        b = b.errno_ret(e);
+    }
+    b.build().expect("all fields set")
+}
+
+/// The engine's profile with host-acting calls removed from every allow rule, conditional
+/// allow rules for nested calls made unconditional, and one allow rule for nested calls.
+pub fn relax(mut profile: LinuxSeccomp) -> LinuxSeccomp {
+    let allow = LinuxSeccompAction::ScmpActAllow;
+    let nested = syscall_rule(NESTED_SYSCALLS, allow, None);
+    let mut rules: Vec<LinuxSyscall> = Vec::new();
+    for mut r in profile.syscalls().clone().unwrap_or_default() {
+        if r == nested {
+            continue;
+        }
+        if r.action() == allow {
+            let conditional = r.args().as_ref().is_some_and(|a| !a.is_empty());
+            let names: Vec<String> = r
+                .names()
+                .iter()
+                .filter(|n| !HOST_SYSCALLS.contains(&n.as_str()))
+                .filter(|n| !(conditional && NESTED_SYSCALLS.contains(&n.as_str())))
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            r.set_names(names);
+        }
+        rules.push(r);
+    }
+    rules.push(nested);
+    profile.set_syscalls(Some(rules));
+    profile
+}
+
+/// The profile used when the engine sent none: allow all but the host-acting calls.
+pub fn default_profile() -> LinuxSeccomp {
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .syscalls(vec![syscall_rule(HOST_SYSCALLS, LinuxSeccompAction::ScmpActErrno, Some(EPERM))])
+        .build()
+        .expect("all fields set")
+}
+
+pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+    let caps: std::collections::HashSet<Capability> =
+        facts.runtime_caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
+    let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
+    let mut pc = process.capabilities().clone().unwrap_or_default();
+    pc.set_bounding(Some(caps.clone()));
+    pc.set_effective(Some(caps.clone()));
+    pc.set_permitted(Some(caps));
+    process.set_capabilities(Some(pc));
+    if let Some(mut rl) = process.rlimits().clone() {
+        for r in rl.iter_mut() {
+            let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            if let Some((_, max)) = facts.rlimit_hard.iter().find(|(n, _)| *n == name) {
+                let (hard, soft) = (r.hard().min(*max), r.soft().min(*max));
+                *r = PosixRlimitBuilder::default().typ(r.typ()).hard(hard).soft(soft).build().expect("all fields set");
+            }
+        }
+        process.set_rlimits(Some(rl));
+    }
+    let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
+    let profile = match linux.seccomp().clone() {
+        Some(p) if p.default_action() == LinuxSeccompAction::ScmpActAllow => p,
+        Some(p) => relax(p),
+        None => default_profile(),
+    };
+    linux.set_seccomp(Some(profile));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use libcontainer::oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompOperator, PosixRlimitType};
+
+    use super::*;
+    use crate::rewrite::testutil::{docker_like, facts};
+
+    fn names(p: &LinuxSeccomp, action: LinuxSeccompAction) -> Vec<String> {
+        p.syscalls().as_ref().unwrap().iter().filter(|r| r.action() == action && r.args().as_ref().is_none_or(|a| a.is_empty())).flat_map(|r| r.names().clone()).collect()
+    }
+
+    #[test]
+    fn docker_style_profile_gets_nested_calls_but_never_host_calls() {
+        let arg = LinuxSeccompArgBuilder::default().index(0usize).value(2114060288u64).op(LinuxSeccompOperator::ScmpCmpMaskedEq).build().unwrap();
+        let mut clone_rule = syscall_rule(&["clone"], LinuxSeccompAction::ScmpActAllow, None);
+        clone_rule.set_args(Some(vec![arg]));
+        let p = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![syscall_rule(&["read", "write", "init_module", "acct"], LinuxSeccompAction::ScmpActAllow, None), clone_rule])
+            .build()
+            .unwrap();
+        let out = relax(p);
+        let allowed = names(&out, LinuxSeccompAction::ScmpActAllow);
+        for n in ["read", "write", "mount", "pivot_root", "unshare", "setns", "clone", "keyctl"] {
+            assert!(allowed.contains(&n.to_string()), "{n} not allowed");
+        }
+        for n in HOST_SYSCALLS {
+            assert!(!allowed.contains(&n.to_string()), "{n} allowed");
+        }
+        assert_eq!(out.syscalls().as_ref().unwrap().len(), 2, "the conditional clone rule is gone");
+        assert_eq!(relax(out.clone()), out, "idempotent");
+    }
+
+    #[test]
+    fn no_profile_gets_the_host_deny_profile_and_caps_are_the_runtimes() {
+        let mut spec = docker_like();
+        let rl = PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).hard(1048576u64).soft(1048576u64).build().unwrap();
+        spec.process_mut().as_mut().unwrap().set_rlimits(Some(vec![rl]));
+        let out = rewrite(spec, &facts()).unwrap();
+        let p = out.linux().as_ref().unwrap().seccomp().clone().unwrap();
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(names(&p, LinuxSeccompAction::ScmpActErrno).len(), HOST_SYSCALLS.len());
+        let proc_ = out.process().as_ref().unwrap();
+        let b = proc_.capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        assert_eq!(b.len(), 3);
+        assert!(b.contains(&Capability::SysAdmin));
+        let r = &proc_.rlimits().as_ref().unwrap()[0];
+        assert_eq!((r.hard(), r.soft()), (524288, 524288));
+        assert_eq!(rewrite(out.clone(), &facts()).unwrap(), out, "idempotent");
+    }
+}

@@ -1,0 +1,79 @@
+//! User namespace: container root becomes an unprivileged host uid range. The range comes from
+//! the allocator (facts.host_id), or, when the engine already maps ids (docker --userns-remap,
+//! Kubernetes hostUsers: false), the engine's mapping is checked and kept.
+use libcontainer::oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec};
+
+use super::RewriteError;
+use crate::facts::Facts;
+use crate::subid::RANGE;
+
+/// Check an engine-supplied mapping: one contiguous entry from container id 0, at least 65536
+/// ids, never mapping host root.
+pub fn validate(kind: &'static str, maps: &[LinuxIdMapping]) -> Result<(u32, u32), RewriteError> {
+    let bad = |msg: String| Err(RewriteError::BadMapping { kind, msg });
+    match maps {
+        [] => bad("empty mapping".into()),
+        [m] if m.container_id() != 0 => bad(format!("must start at container id 0, not {}", m.container_id())),
+        [m] if m.host_id() == 0 => bad("maps host root (hostID 0) into the container".into()),
+        [m] if m.size() < RANGE => bad(format!("size {} is smaller than {RANGE}", m.size())),
+        [m] if m.host_id().checked_add(m.size()).is_none() => bad(format!("hostID {} + size {} overflows", m.host_id(), m.size())),
+        [m] => Ok((m.host_id(), m.size())),
+        _ => bad(format!("{} entries; nestrun needs one contiguous range", maps.len())),
+    }
+}
+
+pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+    let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
+    let engine_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if engine_maps {
+        validate("uid", linux.uid_mappings().as_deref().unwrap_or_default())?;
+        validate("gid", linux.gid_mappings().as_deref().unwrap_or_default())?;
+    } else {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(facts.host_id)
+            .size(facts.id_size)
+            .build()
+            .expect("all fields set");
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
+    let mut nss = linux.namespaces().clone().unwrap_or_default();
+    if !nss.iter().any(|n| n.typ() == LinuxNamespaceType::User) {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        nss.push(ns);
+    }
+    linux.set_namespaces(Some(nss));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::testutil::{docker_like, facts};
+
+    fn map(c: u32, h: u32, s: u32) -> LinuxIdMapping {
+        LinuxIdMappingBuilder::default().container_id(c).host_id(h).size(s).build().unwrap()
+    }
+
+    #[test]
+    fn adds_the_allocated_range() {
+        let spec = rewrite(docker_like(), &facts()).unwrap();
+        let l = spec.linux().as_ref().unwrap();
+        assert_eq!(l.uid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
+        assert_eq!(l.gid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
+        assert!(l.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+
+    #[test]
+    fn engine_mappings_are_validated() {
+        assert_eq!(validate("uid", &[map(0, 100000, 65536)]), Ok((100000, 65536)));
+        let e = |m: &[LinuxIdMapping]| validate("uid", m).unwrap_err().to_string();
+        assert_eq!(e(&[map(0, 0, 65536)]), "linux.uidMappings: maps host root (hostID 0) into the container");
+        assert_eq!(e(&[map(0, 100000, 1000)]), "linux.uidMappings: size 1000 is smaller than 65536");
+        assert_eq!(e(&[map(0, 1, 65536), map(65536, 200000, 10)]), "linux.uidMappings: 2 entries; nestrun needs one contiguous range");
+        assert_eq!(e(&[map(1, 100000, 65536)]), "linux.uidMappings: must start at container id 0, not 1");
+        assert_eq!(e(&[map(0, u32::MAX - 5, 65536)]), format!("linux.uidMappings: hostID {} + size 65536 overflows", u32::MAX - 5));
+    }
+}
