@@ -14,6 +14,27 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join(DIR).join(id)
 }
 
+/// Where the container's ID-mapped mounts live. Not below the engine's state root: that is
+/// often mode 0700, and container root (an unprivileged host uid) must be able to reach its
+/// rootfs and bind sources. Every directory on this path is mode 0711.
+pub fn mnt_dir(root: &Path, id: &str) -> PathBuf {
+    let base = std::env::var_os("NESTRUN_MNT_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/nestrun-mnt"));
+    base.join(format!("{id}-{:08x}", fnv(root)))
+}
+
+/// FNV-1a of a path, 32 bits: keeps ids from different state roots apart.
+pub fn fnv(p: &Path) -> u32 {
+    p.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3)) as u32
+}
+
+/// Create `dir` and its missing parents with mode 0711.
+pub fn create_traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Record {

@@ -58,9 +58,7 @@ fn rlimit_hard() -> Vec<(String, u64)> {
 
 /// Where the container's host-backed data dirs live: one directory per (root, id).
 fn data_root(root: &Path, id: &str) -> PathBuf {
-    // FNV-1a of the state root keeps ids from different engines apart.
-    let h = root.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3));
-    env_path("NESTRUN_DATA_DIR", "/var/lib/nestrun/data").join(format!("{id}-{:08x}", h as u32))
+    env_path("NESTRUN_DATA_DIR", "/var/lib/nestrun/data").join(format!("{id}-{:08x}", crate::sidecar::fnv(root)))
 }
 
 fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
@@ -106,14 +104,16 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     }
     facts.cgroup_path = Some(cgroup_path);
 
-    // ID-mapped rootfs and bind sources. Every mount is made below `sdir`, so teardown finds
-    // them by location even if this process dies before recording anything.
+    // ID-mapped rootfs and bind sources. Every mount is made below the mount dir, so teardown
+    // finds them by location even if this process dies before recording anything.
+    let mdir = crate::sidecar::mnt_dir(root, id);
+    crate::sidecar::create_traversable(&mdir).map_err(host::io("create", &mdir))?;
     let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
     let mut made = Vec::new();
     facts.rootfs = Some(match &layers {
-        Some(l) => overlay::rebuild(l, sdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?,
+        Some(l) => overlay::rebuild(l, &mdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?,
         None => {
-            let target = sdir.join("rootfs");
+            let target = mdir.join("rootfs");
             idmap::clone_idmapped(rootfs, &target, userns.as_fd(), false)?;
             target
         }
@@ -124,7 +124,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         if ["/proc", "/sys", "/dev"].iter().any(|p| src.starts_with(p)) || !src.exists() {
             continue;
         }
-        let target = sdir.join("m").join(i.to_string());
+        let target = mdir.join("m").join(i.to_string());
         let recursive = m.options().as_ref().is_some_and(|o| o.iter().any(|o| o == "rbind"));
         match idmap::clone_idmapped(src, &target, userns.as_fd(), recursive) {
             Ok(()) => facts.idmapped_sources.push((src.clone(), target)),
@@ -134,6 +134,9 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
 
     // Host-backed data dirs, seeded with what the image has there, owned by the range.
     rec.data_root = Some(data_root.clone());
+    if let Some(parent) = data_root.parent() {
+        crate::sidecar::create_traversable(parent).map_err(host::io("create", parent))?;
+    }
     save(rec, sdir)?;
     for d in DATA_DIRS {
         if crate::rewrite::has_mount(spec, Path::new(d)) {

@@ -52,12 +52,18 @@ pub fn teardown(root: &Path, id: &str) {
         wait_empty(cg);
         cgroup::remove_tree(cg, true);
     }
-    // Mounts below the sidecar dir, deepest first.
+    // Mounts below the mount dir (and the sidecar dir), deepest first.
+    let mdir = sidecar::mnt_dir(root, id);
     let entries = mountinfo::read();
-    let mut mounts: Vec<_> = mountinfo::under(&entries, &sdir).map(|e| e.mount_point.clone()).collect();
+    let mut mounts: Vec<_> = mountinfo::under(&entries, &mdir).chain(mountinfo::under(&entries, &sdir)).map(|e| e.mount_point.clone()).collect();
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in mounts {
         host::unmount(&m);
+    }
+    if let Err(e) = std::fs::remove_dir_all(&mdir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", mdir.display());
+        }
     }
     if let Some(d) = &rec.data_root {
         if let Err(e) = std::fs::remove_dir_all(d) {

@@ -38,6 +38,15 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
         linux.set_uid_mappings(Some(vec![map]));
         linux.set_gid_mappings(Some(vec![map]));
     }
+    // dockerd sets ping_group_range to "0 2147483647" for containers without a user namespace;
+    // in one, only mapped gids are valid and the kernel rejects the write (EINVAL).
+    if let Some(mut sysctl) = linux.sysctl().clone() {
+        if let Some(v) = sysctl.get_mut("net.ipv4.ping_group_range") {
+            let size = linux.gid_mappings().as_ref().and_then(|m| m.first()).map(|m| m.size()).unwrap_or(facts.id_size);
+            *v = format!("0 {}", size.saturating_sub(1));
+        }
+        linux.set_sysctl(Some(sysctl));
+    }
     let mut nss = linux.namespaces().clone().unwrap_or_default();
     if !nss.iter().any(|n| n.typ() == LinuxNamespaceType::User) {
         let mut ns = LinuxNamespace::default();
@@ -64,6 +73,15 @@ mod tests {
         assert_eq!(l.uid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
         assert_eq!(l.gid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
         assert!(l.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+
+    #[test]
+    fn ping_group_range_is_clamped_to_the_mapped_gids() {
+        let mut spec = docker_like();
+        let sysctl = [("net.ipv4.ping_group_range".to_string(), "0 2147483647".to_string())].into_iter().collect();
+        spec.linux_mut().as_mut().unwrap().set_sysctl(Some(sysctl));
+        let out = rewrite(spec, &facts()).unwrap();
+        assert_eq!(out.linux().as_ref().unwrap().sysctl().as_ref().unwrap()["net.ipv4.ping_group_range"], "0 65535");
     }
 
     #[test]
