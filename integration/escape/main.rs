@@ -1,0 +1,1 @@
+//! Escape suite: a probe run as root inside nested containers.

@@ -1,0 +1,1 @@
+//! Integration tests: real dockerd, containerd and podman driving the built nestrun binary.
