@@ -53,7 +53,8 @@ pub struct Facts {
 
 /// Annotation keys (docker `--label` reaches the spec as annotations).
 pub const ANN_MODE: &str = "io.nestrun.mode";
-pub const ANN_DEVICES: &str = "io.nestrun.devices";
+/// `host`: keep the kernel's own /proc and /sys files (no FUSE emulation).
+pub const ANN_PROC: &str = "io.nestrun.proc";
 
 /// Linux capability names by bit number (capability.h), for reading CapBnd.
 pub const CAP_NAMES: &[&str] = &[

@@ -2,6 +2,7 @@
 //! files. Every function here is undone by `lifecycle::teardown` from the sidecar record.
 pub mod cgroup;
 pub mod idmap;
+pub mod inject;
 pub mod mountinfo;
 pub mod overlay;
 

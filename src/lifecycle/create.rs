@@ -111,6 +111,39 @@ fn create_in(
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
+        emulate_proc(&container, &facts, root, sdir, rec)?;
     }
     Ok(container)
+}
+
+/// Start the container's FUSE server and place its files over /proc and /sys (see
+/// `host::inject`). Skipped, with a warning, on hosts without /dev/fuse or when the
+/// `io.nestrun.proc=host` annotation asks for the kernel's own files.
+fn emulate_proc(container: &Container, facts: &crate::facts::Facts, root: &Path, sdir: &Path, rec: &mut Record) -> Result<(), LifecycleError> {
+    let off = container.state.annotations.as_ref().and_then(|a| a.get(crate::facts::ANN_PROC)).is_some_and(|v| v == "host");
+    if off {
+        return Ok(());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        tracing::warn!("no /dev/fuse on this host: /proc and /sys are the kernel's own");
+        return Ok(());
+    }
+    let (Some(pid), Some(cg)) = (container.pid(), facts.cgroup_path.as_ref()) else { return Ok(()) };
+    let mnt = sidecar::mnt_dir(root, &rec.id).join("fuse");
+    let cfg = crate::fuse::ServeConfig {
+        mountpoint: mnt.clone(),
+        cgroup_path: cg.to_string_lossy().into_owned(),
+        owner_uid: facts.host_id,
+        owner_gid: facts.host_id,
+        start_time: std::time::SystemTime::now(),
+        init_pid: Some(pid.as_raw()),
+    };
+    let other = |msg: String| LifecycleError::Other { id: rec.id.clone(), msg };
+    let server = crate::fuse::spawn(&cfg, None).map_err(|e| other(format!("cannot start the /proc emulation: {e}")))?;
+    rec.fuse_pid = Some(server.as_raw());
+    rec.fuse_mount = Some(mnt.clone());
+    gather::save(rec, sdir)?;
+    let n = crate::host::inject::attach(pid, &crate::host::inject::pairs(&mnt, crate::fuse::emulated_files()))?;
+    tracing::debug!(files = n, "emulated /proc and /sys files attached");
+    Ok(())
 }
