@@ -31,7 +31,9 @@ pub fn state_of(ctx: &Ctx, id: &str) -> Result<StateJson> {
         oci_version: s.oci_version.clone(),
         id: s.id.clone(),
         pid: if c.status() == libcontainer::container::ContainerStatus::Stopped { 0 } else { s.pid.unwrap_or(0) },
-        status: c.status().to_string(),
+        // runc's lowercase words (created, running, paused, stopped): engines compare them
+        // literally; libcontainer's Display capitalizes.
+        status: c.status().to_string().to_lowercase(),
         bundle: rec.as_ref().map(|r| r.bundle.clone()).unwrap_or_else(|| s.bundle.clone()),
         rootfs: rec.as_ref().map(|r| r.rootfs.clone()).unwrap_or_default(),
         created: s.created.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_default(),
