@@ -12,10 +12,8 @@ mod rewrite;
 mod sidecar;
 mod subid;
 
-use clap::Parser;
-
 fn main() {
-    let opts = cli::Opts::parse();
+    let opts = cli::parse_args();
     let guard = logging::init(&opts.global, opts.log_level());
     let code = match cli::dispatch(opts) {
         Ok(code) => code,

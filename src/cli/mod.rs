@@ -98,6 +98,27 @@ pub struct Ctx {
     pub log_format: Option<String>,
 }
 
+/// Parse the command line. Usage errors are one line on stderr (like every other nestrun
+/// error: engines log the runtime's stderr line by line), exit code 2; --help and --version
+/// print as usual.
+pub fn parse_args() -> Opts {
+    match Opts::try_parse() {
+        Ok(o) => o,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("nestrun: {}", usage_error_line(&e.render().to_string()));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The first line of clap's rendered error, without its "error: " prefix.
+fn usage_error_line(rendered: &str) -> String {
+    let line = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    format!("{line} (see --help)")
+}
+
 pub fn dispatch(opts: Opts) -> Result<i32> {
     let ctx = Ctx {
         root: opts.global.root.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),

@@ -64,3 +64,10 @@ fn empty_id_is_rejected_by_the_parser() {
     assert!(Opts::try_parse_from(["nestrun", "start", ""]).is_err());
     assert!(Opts::try_parse_from(["nestrun", "fuse-serve", "--help"]).is_err(), "help exits through an error value");
 }
+
+#[test]
+fn usage_errors_are_one_line() {
+    let e = Opts::try_parse_from(["nestrun", "create", "--bundle", "/b", ""]).unwrap_err();
+    let line = super::usage_error_line(&e.render().to_string());
+    assert!(!line.contains('\n') && line.contains("CONTAINER_ID") && !line.starts_with("error:"), "{line}");
+}
