@@ -1,1 +1,13 @@
 //! Integration tests: real dockerd, containerd and podman driving the built nestrun binary.
+//!
+//! Run them with `scripts/test`, which starts the private daemons, builds the test images and
+//! sets NESTRUN_TEST_IMAGES=1. Without it the engine tests print "skipped: run scripts/test"
+//! and pass; the bad-input tests drive the binary directly and always run (as root).
+#[macro_use]
+pub mod util;
+
+mod badinput;
+mod ctr;
+mod docker;
+mod podman;
+mod system;

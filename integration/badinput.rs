@@ -1,0 +1,231 @@
+//! Bad input to the binary itself: every mistake gets a non-zero exit, one line on stderr that
+//! names the problem, and leaves nothing behind (state root, mounts, cgroups, uid leases).
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! need_root {
+    ($name:expr) => {
+        if !is_root() {
+            println!("{}: skipped: needs root (run scripts/test)", $name);
+            return;
+        }
+    };
+}
+
+/// A fresh `--root` and a busybox bundle (`nestrun spec`, terminal off, `sleep`).
+struct Env {
+    dir: TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        let dir = tempdir(tag);
+        let root = dir.path.join("state");
+        let bundle = dir.path.join("bundle");
+        std::fs::create_dir_all(&root).unwrap();
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for d in ["proc", "sys", "dev", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox (install busybox-static)");
+        for a in ["sh", "sleep", "echo", "cat", "true", "id"] {
+            std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+        }
+        let e = Env { dir, root, bundle };
+        e.cli(&["spec", "--bundle", e.bundle.to_str().unwrap()]).ok();
+        e.edit(|c| {
+            c["process"]["terminal"] = json!(false);
+            c["process"]["args"] = json!(["sleep", "100000"]);
+        });
+        e
+    }
+
+    fn config(&self) -> PathBuf {
+        self.bundle.join("config.json")
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Value)) {
+        let mut c: Value = serde_json::from_slice(&std::fs::read(self.config()).unwrap()).unwrap();
+        f(&mut c);
+        std::fs::write(self.config(), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+
+    /// `nestrun --root <root> args...`
+    fn cli(&self, args: &[&str]) -> Out {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nestrun"));
+        c.arg("--root").arg(&self.root).args(args).env_remove("NESTRUN_MODE");
+        run_cmd(c, Duration::from_secs(60))
+    }
+
+    fn create(&self, id: &str) -> Out {
+        self.cli(&["create", "--bundle", self.bundle.to_str().unwrap(), id])
+    }
+
+    /// Fails, with exactly one stderr line containing every `needle`.
+    fn expect_error(&self, o: Out, needles: &[&str]) {
+        let o = o.fails();
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "`{}` should print exactly one line on stderr, got:\n{}", o.cmd, o.stderr);
+        for n in needles {
+            assert!(lines[0].contains(n), "`{}`: stderr should name {n:?}: {}", o.cmd, lines[0]);
+        }
+    }
+
+    /// Nothing left for `id`: no state, no mounts, no cgroups, no leases.
+    fn assert_clean(&self, id: &str) {
+        let left: Vec<_> = std::fs::read_dir(&self.root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "--root {} should be empty, has {left:?}", self.root.display());
+        let mnt = entries_with_prefix("/run/nestrun-mnt", &format!("{id}-"));
+        assert!(mnt.is_empty(), "mount dirs left for {id}: {mnt:?}");
+        let m = mounts_containing(&format!("/run/nestrun-mnt/{id}-"));
+        assert!(m.is_empty(), "mounts left for {id}: {m:?}");
+        let m = mounts_containing(self.root.to_str().unwrap());
+        assert!(m.is_empty(), "mounts left under the root: {m:?}");
+        let cg: Vec<_> = cgroup_dirs(&format!("nestrun/{id}")).into_iter().chain(cgroup_dirs(id)).collect();
+        assert!(cg.is_empty(), "cgroups left for {id}: {cg:?}");
+        let l = leases_naming(self.root.to_str().unwrap());
+        assert!(l.is_empty(), "uid leases left pointing into {}: {l:?}", self.root.display());
+        let data = entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-"));
+        assert!(data.is_empty(), "data dirs left for {id}: {data:?}");
+    }
+}
+
+fn id(tag: &str) -> String {
+    format!("bad-{tag}-{}", std::process::id())
+}
+
+#[test]
+fn missing_bundle() {
+    need_root!("missing_bundle");
+    let e = Env::new("bad-nobundle");
+    let i = id("nobundle");
+    let missing = e.dir.path.join("no-such-bundle");
+    e.expect_error(e.cli(&["create", "--bundle", missing.to_str().unwrap(), &i]), &[missing.to_str().unwrap()]);
+    e.assert_clean(&i);
+}
+
+#[test]
+fn missing_config() {
+    need_root!("missing_config");
+    let e = Env::new("bad-noconfig");
+    std::fs::remove_file(e.config()).unwrap();
+    let i = id("noconfig");
+    e.expect_error(e.create(&i), &["config.json"]);
+    e.assert_clean(&i);
+}
+
+#[test]
+fn malformed_config() {
+    need_root!("malformed_config");
+    let e = Env::new("bad-json");
+    std::fs::write(e.config(), "{ \"ociVersion\": \"1.0.2\", ").unwrap();
+    let i = id("json");
+    e.expect_error(e.create(&i), &["config.json"]);
+    e.assert_clean(&i);
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    need_root!("wrong_type_names_the_field");
+    let e = Env::new("bad-type");
+    e.edit(|c| c["process"]["user"]["uid"] = json!("zero"));
+    let i = id("type");
+    e.expect_error(e.create(&i), &["process.user.uid", "config.json"]);
+    e.assert_clean(&i);
+}
+
+#[test]
+fn missing_rootfs() {
+    need_root!("missing_rootfs");
+    let e = Env::new("bad-rootfs");
+    e.edit(|c| c["root"]["path"] = json!("no-rootfs-here"));
+    let i = id("rootfs");
+    e.expect_error(e.create(&i), &["no-rootfs-here"]);
+    e.assert_clean(&i);
+}
+
+#[test]
+fn bad_ids() {
+    need_root!("bad_ids");
+    let e = Env::new("bad-ids");
+    e.expect_error(e.create(""), &["CONTAINER_ID"]);
+    e.expect_error(e.create("../x"), &["../x"]);
+    e.expect_error(e.create("a b"), &["a b"]);
+    e.assert_clean("x");
+    assert!(!e.dir.path.join("x").exists(), "a path-like id must not create anything outside --root");
+}
+
+#[test]
+fn unknown_container() {
+    need_root!("unknown_container");
+    let e = Env::new("bad-unknown");
+    let i = id("unknown");
+    let process = e.dir.path.join("process.json");
+    std::fs::write(&process, r#"{"cwd":"/","args":["true"],"user":{"uid":0,"gid":0}}"#).unwrap();
+    for args in [
+        vec!["state", &i],
+        vec!["start", &i],
+        vec!["kill", &i, "KILL"],
+        vec!["delete", &i],
+        vec!["exec", &i, "true"],
+        vec!["exec", "--process", process.to_str().unwrap(), &i],
+        vec!["ps", &i],
+        vec!["pause", &i],
+        vec!["resume", &i],
+        vec!["update", "--memory", "1000000", &i],
+    ] {
+        e.expect_error(e.cli(&args), &[&i]);
+    }
+    e.cli(&["delete", "--force", &i]).ok(); // runc: --force on a missing container is not an error
+    e.assert_clean(&i);
+}
+
+/// Mistakes against a container that exists: duplicate create, bad signal, missing --process.
+/// The container must survive them and delete must then remove everything.
+#[test]
+fn mistakes_on_an_existing_container() {
+    need_root!("mistakes_on_an_existing_container");
+    let e = Env::new("bad-exists");
+    let i = id("exists");
+    e.create(&i).ok();
+    let st: Value = serde_json::from_str(&e.cli(&["state", &i]).ok().stdout).unwrap();
+    assert_eq!(st["status"], "created", "{st}");
+    e.expect_error(e.create(&i), &[&i, "exists"]);
+    e.expect_error(e.cli(&["kill", &i, "FOO"]), &["FOO"]);
+    let missing = e.dir.path.join("no-process.json");
+    e.expect_error(e.cli(&["exec", "--process", missing.to_str().unwrap(), &i]), &[missing.to_str().unwrap()]);
+    let st: Value = serde_json::from_str(&e.cli(&["state", &i]).ok().stdout).unwrap();
+    assert_eq!(st["status"], "created", "the container must survive the mistakes: {st}");
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    assert!(proc_uid(pid).is_some_and(|u| u >= POOL_START), "the init runs as a pool uid");
+    e.cli(&["delete", "--force", &i]).ok();
+    assert!(wait_for(10, || proc_uid(pid).is_none()), "the init {pid} survived delete --force");
+    e.assert_clean(&i);
+}
+
+/// The happy path of the direct CLI, so the checks above are known to see a real container.
+#[test]
+fn cli_run_and_cleanup() {
+    need_root!("cli_run_and_cleanup");
+    let e = Env::new("cli-run");
+    e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo hello; cat /proc/self/uid_map; exit 3"]));
+    let i = id("run");
+    let o = e.cli(&["run", "--bundle", e.bundle.to_str().unwrap(), &i]);
+    assert_eq!(o.code, 3, "exit code of the init: {o:?}");
+    assert!(o.stdout.starts_with("hello\n"), "{o:?}");
+    assert!(o.stdout.contains("65536"), "uid_map: {o:?}");
+    e.cli(&["delete", "--force", &i]).ok();
+    e.assert_clean(&i);
+}

@@ -1,0 +1,146 @@
+//! dockerd with `--runtime nested`: the everyday docker CLI verbs.
+use std::time::Duration;
+
+use crate::util::*;
+
+fn run_rm(args: &[&str]) -> Out {
+    let mut a = vec!["run", "--rm", "--runtime", "nested"];
+    a.extend_from_slice(args);
+    docker(&a)
+}
+
+#[test]
+fn docker_run_echo() {
+    need_engines!("docker_run_echo");
+    let o = run_rm(&[BUSYBOX, "echo", "hi"]).ok();
+    assert_eq!(o.stdout, "hi\n", "stderr: {}", o.stderr);
+}
+
+#[test]
+fn docker_run_exit_code_propagates() {
+    need_engines!("docker_run_exit_code_propagates");
+    let o = run_rm(&[BUSYBOX, "sh", "-c", "exit 7"]);
+    assert_eq!(o.code, 7, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+}
+
+#[test]
+fn docker_run_tty() {
+    need_engines!("docker_run_tty");
+    // -t without -i: the container gets a pty even though our stdin is not a terminal.
+    let o = run_rm(&["-t", BUSYBOX, "sh", "-c", "tty; echo cols=$(stty size)"]).ok();
+    assert!(o.stdout.contains("/dev/pts/0"), "tty should print /dev/pts/0, got {:?} (stderr: {})", o.stdout, o.stderr);
+    assert!(o.stdout.contains("\r\n"), "a tty turns \\n into \\r\\n, got {:?}", o.stdout);
+}
+
+#[test]
+fn docker_exec_and_exec_tty() {
+    need_engines!("docker_exec_and_exec_tty");
+    let c = Ctr::sleeper("exec");
+    assert_eq!(c.exec(&["echo", "inside"]).ok().out(), "inside");
+    assert_eq!(c.sh("exit 3").code, 3, "exec exit code should propagate");
+    // exec -t: a pty for the exec'd process
+    let o = docker(&["exec", "-t", &c.name, "tty"]).ok();
+    assert!(o.stdout.contains("/dev/pts/"), "exec -t: tty printed {:?} (stderr {})", o.stdout, o.stderr);
+    // exec -u
+    assert_eq!(docker(&["exec", "-u", "1000", &c.name, "id", "-u"]).ok().out(), "1000");
+}
+
+#[test]
+fn docker_top_and_stats() {
+    need_engines!("docker_top_and_stats");
+    let c = Ctr::sleeper("top");
+    let o = docker(&["top", &c.name]).ok();
+    assert!(o.stdout.contains("sleep 100000"), "docker top should list the sleep: {}", o.stdout);
+    let o = docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &c.name]).ok();
+    let usage = o.out().split('/').next().unwrap_or("").trim().to_string();
+    let number: f64 = usage.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().unwrap_or(0.0);
+    assert!(number > 0.0, "docker stats MEM USAGE should be non-zero, got {:?} (stderr {})", o.stdout, o.stderr);
+}
+
+#[test]
+fn docker_pause_unpause() {
+    need_engines!("docker_pause_unpause");
+    let c = Ctr::sleeper("pause");
+    docker(&["pause", &c.name]).ok();
+    assert_eq!(c.inspect("{{.State.Status}}"), "paused");
+    let o = c.exec(&["true"]);
+    assert!(o.code != 0, "exec in a paused container should fail: {o:?}");
+    docker(&["unpause", &c.name]).ok();
+    assert_eq!(c.inspect("{{.State.Status}}"), "running");
+    c.exec(&["true"]).ok();
+}
+
+#[test]
+fn docker_update_memory() {
+    need_engines!("docker_update_memory");
+    let c = Ctr::sleeper("update");
+    docker(&["update", "--memory", "64m", "--memory-swap", "128m", &c.name]).ok();
+    // cgroup namespace: the container sees its own cgroup at the mount root
+    let o = c.exec(&["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).ok();
+    assert_eq!(o.out(), (64u64 << 20).to_string(), "memory limit seen inside after docker update");
+    let id = c.id();
+    let host = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/docker/{id}/memory.limit_in_bytes")).unwrap_or_default();
+    assert_eq!(host.trim(), (64u64 << 20).to_string(), "memory limit on the host cgroup /docker/{id}");
+}
+
+#[test]
+fn docker_run_memory_limit() {
+    need_engines!("docker_run_memory_limit");
+    let o = run_rm(&["-m", "48m", BUSYBOX, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).ok();
+    assert_eq!(o.out(), (48u64 << 20).to_string());
+}
+
+#[test]
+fn docker_stop_term_then_kill() {
+    need_engines!("docker_stop_term_then_kill");
+    // Traps TERM: stops quickly, exit code from the trap.
+    let fast = Ctr::start("stop-trap", &[BUSYBOX, "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"]);
+    let o = docker(&["stop", "-t", "10", &fast.name]).ok();
+    assert!(o.elapsed < Duration::from_secs(5), "a container that handles SIGTERM took {:?} to stop", o.elapsed);
+    assert_eq!(fast.inspect("{{.State.ExitCode}}"), "42", "exit code of the TERM trap");
+    // Ignores TERM: docker stop waits -t seconds, then SIGKILL.
+    let slow = Ctr::start("stop-ignore", &[BUSYBOX, "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]);
+    let o = docker(&["stop", "-t", "2", &slow.name]).ok();
+    assert!(o.elapsed >= Duration::from_millis(1900), "SIGTERM-ignoring container stopped after {:?}, before the 2 s timeout", o.elapsed);
+    assert!(o.elapsed < Duration::from_secs(10), "SIGKILL after the timeout should end it quickly, took {:?}", o.elapsed);
+    assert_eq!(slow.inspect("{{.State.ExitCode}}"), "137", "killed by SIGKILL");
+    assert_eq!(slow.inspect("{{.State.Running}}"), "false");
+}
+
+#[test]
+fn docker_restart() {
+    need_engines!("docker_restart");
+    let c = Ctr::sleeper("restart");
+    let pid1 = c.pid();
+    c.sh("echo kept > /marker").ok();
+    docker(&["restart", "-t", "1", &c.name]).ok();
+    assert_eq!(c.inspect("{{.State.Running}}"), "true");
+    let pid2 = c.pid();
+    assert_ne!(pid1, pid2, "restart should give a new init process");
+    assert_eq!(c.exec(&["cat", "/marker"]).ok().out(), "kept", "the container's writable layer survives restart");
+    // also stop + start
+    docker(&["stop", "-t", "1", &c.name]).ok();
+    docker(&["start", &c.name]).ok();
+    c.exec(&["true"]).ok();
+}
+
+#[test]
+fn docker_logs() {
+    need_engines!("docker_logs");
+    let c = Ctr::start("logs", &[BUSYBOX, "sh", "-c", "echo to-stdout; echo to-stderr >&2; sleep 100000"]);
+    let mut last = None;
+    let ok = wait_for(20, || {
+        let o = docker(&["logs", &c.name]);
+        let done = o.stdout.contains("to-stdout") && o.stderr.contains("to-stderr");
+        last = Some(o);
+        done
+    });
+    assert!(ok, "docker logs should show both streams: {:?}", last);
+}
+
+#[test]
+fn docker_run_user_workdir_env() {
+    need_engines!("docker_run_user_workdir_env");
+    let o = run_rm(&["-u", "1000:1000", "-w", "/tmp", "-e", "FOO=bar", BUSYBOX, "sh", "-c", "echo $(id -u):$(id -g) $(pwd) $FOO"]).ok();
+    assert_eq!(o.out(), "1000:1000 /tmp bar");
+}

@@ -1,0 +1,163 @@
+//! System-container properties through dockerd: unprivileged uid ranges, disjoint ranges,
+//! complete cleanup, Docker-in-Docker, plain mode.
+use std::os::unix::fs::MetadataExt;
+
+use crate::util::*;
+
+/// Host pids of a container, from `docker top -o pid`.
+fn top_pids(c: &Ctr) -> Vec<i32> {
+    let o = docker(&["top", &c.name, "-o", "pid"]).ok();
+    o.stdout.lines().skip(1).filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The container's host uid range from its init's uid_map (must be a single 65536 range).
+fn range_of(c: &Ctr) -> (u64, u64) {
+    let (inside, outside, count) = uid_map(c.pid());
+    assert_eq!(inside, 0, "uid_map of {} should start at 0", c.name);
+    assert!(outside >= POOL_START as u64, "container root of {} maps to host uid {outside}, below the pool", c.name);
+    (outside, count)
+}
+
+#[test]
+fn processes_run_as_pool_uids() {
+    need_engines!("processes_run_as_pool_uids");
+    let c = Ctr::sleeper("uids");
+    c.exec(&["sh", "-c", "sleep 1000 & exit 0"]).ok();
+    let pids = top_pids(&c);
+    assert!(pids.len() >= 2, "docker top should list init and the background sleep: {pids:?}");
+    let (start, count) = range_of(&c);
+    assert_eq!(count, 65536);
+    for p in pids {
+        let uid = proc_uid(p).unwrap_or_else(|| panic!("pid {p} of docker top vanished"));
+        assert!(uid != 0, "container process {p} runs as host root");
+        assert!((uid as u64) >= start && (uid as u64) < start + count, "pid {p} runs as host uid {uid}, outside the range {start}+{count}");
+    }
+}
+
+#[test]
+fn two_containers_get_disjoint_ranges() {
+    need_engines!("two_containers_get_disjoint_ranges");
+    let a = Ctr::sleeper("range-a");
+    let b = Ctr::sleeper("range-b");
+    let (sa, ca) = range_of(&a);
+    let (sb, cb) = range_of(&b);
+    assert!(sa + ca <= sb || sb + cb <= sa, "uid ranges overlap: {sa}+{ca} and {sb}+{cb}");
+    let gid = |c: &Ctr| std::fs::read_to_string(format!("/proc/{}/gid_map", c.pid())).unwrap();
+    assert_ne!(gid(&a), gid(&b), "gid maps should differ too");
+}
+
+/// Everything nestrun made for a container, seen from the host.
+struct Traces {
+    mounts: Vec<String>,
+    mnt_dirs: Vec<std::path::PathBuf>,
+    leases: Vec<std::path::PathBuf>,
+    data: Vec<std::path::PathBuf>,
+    cgroups: Vec<std::path::PathBuf>,
+}
+
+fn traces(id: &str) -> Traces {
+    Traces {
+        mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
+        mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
+        leases: leases_naming(&format!("/.nestrun/{id}")),
+        data: entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-")),
+        cgroups: cgroup_dirs(&format!("docker/{id}")),
+    }
+}
+
+/// Host pids in the container's uid range that belong to it (their cgroup names the id: a new
+/// container may lease the same range as soon as this one is gone).
+fn own_pids(id: &str, start: u64) -> Vec<i32> {
+    pids_in_uid_range(start, 65536).into_iter().filter(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|s| s.contains(id))).collect()
+}
+
+/// `docker rm -f` of a running container leaves nothing on the host.
+fn assert_rm_cleans(c: &Ctr) {
+    let id = c.id();
+    let (start, _) = range_of(c);
+    let before = traces(&id);
+    let pids = own_pids(&id, start);
+    assert!(!before.mounts.is_empty() && !before.leases.is_empty() && !before.cgroups.is_empty(), "the checks must see the running container: mounts {:?} leases {:?} cgroups {:?}", before.mounts, before.leases, before.cgroups);
+    assert!(!pids.is_empty(), "no processes found in the range {start}");
+    docker(&["rm", "-f", &c.name]).ok();
+    let after = traces(&id);
+    assert!(after.mounts.is_empty(), "mounts left: {:?}", after.mounts);
+    assert!(after.mnt_dirs.is_empty(), "mount dirs left: {:?}", after.mnt_dirs);
+    assert!(after.leases.is_empty(), "uid leases left: {:?}", after.leases);
+    assert!(after.data.is_empty(), "data dirs left: {:?}", after.data);
+    assert!(after.cgroups.is_empty(), "cgroups left: {:?}", after.cgroups);
+    let alive: Vec<_> = pids.iter().filter(|p| proc_uid(**p).is_some_and(|u| (u as u64) >= start && (u as u64) < start + 65536)).collect();
+    assert!(alive.is_empty(), "container processes survived docker rm -f: {alive:?}");
+    assert!(own_pids(&id, start).is_empty(), "processes of {id} still run");
+}
+
+#[test]
+fn rm_force_leaves_nothing() {
+    need_engines!("rm_force_leaves_nothing");
+    let c = Ctr::sleeper("cleanup");
+    c.exec(&["sh", "-c", "sleep 1000 & exit 0"]).ok();
+    assert!(!traces(&c.id()).data.is_empty(), "a system container should have host-backed data dirs");
+    assert_rm_cleans(&c);
+}
+
+fn start_dind(test: &str) -> Ctr {
+    let c = Ctr::start(test, &[DIND]);
+    let o = c.exec(&["dind-wait", "120"]);
+    if o.code != 0 {
+        let logs = docker(&["logs", "--tail", "40", &c.name]);
+        panic!("inner dockerd not ready: {o:?}\ncontainer logs:\n{}{}", logs.stdout, logs.stderr);
+    }
+    c
+}
+
+#[test]
+fn dind_overlay2_run_build_limits_cleanup() {
+    need_engines!("dind_overlay2_run_build_limits_cleanup");
+    let c = start_dind("dind");
+    let info = c.exec(&["docker", "info"]).ok();
+    assert!(info.stdout.contains("Storage Driver: overlay2"), "inner dockerd should use overlay2:\n{}", info.stdout);
+    assert_eq!(c.exec(&["docker", "run", "--rm", "busybox", "echo", "hi"]).ok().out(), "hi");
+    // a 2-stage build
+    let build = "mkdir -p /tmp/b && cd /tmp/b && printf 'FROM busybox AS one\\nRUN echo built > /out\\nFROM busybox\\nCOPY --from=one /out /out\\nCMD [\"cat\", \"/out\"]\\n' > Dockerfile && DOCKER_BUILDKIT=0 docker build -q -t two-stage . >/dev/null && docker run --rm two-stage";
+    let o = c.sh(build);
+    assert_eq!(o.code, 0, "inner 2-stage docker build failed: {o:?}");
+    assert_eq!(o.out(), "built");
+    // inner memory limit is enforced by the inner container's cgroup
+    let o = c.exec(&["docker", "run", "--rm", "-m", "32m", "busybox", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).ok();
+    assert_eq!(o.out(), (32u64 << 20).to_string(), "inner -m 32m");
+    // an inner container left running, so rm -f must clean nested cgroups, mounts and processes
+    c.exec(&["docker", "run", "-d", "busybox", "sleep", "100000"]).ok();
+    let id = c.id();
+    let (start, count) = range_of(&c);
+    let data = traces(&id).data;
+    assert_eq!(data.len(), 1, "one data dir for {id}: {data:?}");
+    let owner = std::fs::metadata(&data[0]).unwrap().uid() as u64;
+    assert!(owner >= start && owner < start + count, "data dir {} owned by host uid {owner}, outside {start}+{count}", data[0].display());
+    assert_rm_cleans(&c);
+}
+
+/// Files the inner dockerd writes under /var/lib/docker are owned on the host by the
+/// container's range. The dind image declares VOLUME /var/lib/docker, so docker mounts a volume
+/// there, which nestrun ID-maps instead of using its host-backed data dir.
+#[test]
+#[ignore = "the VOLUME at /var/lib/docker is an ID-mapped bind: inner files are host uid 0 (see report)"]
+fn dind_var_lib_docker_owned_by_range_on_host() {
+    need_engines!("dind_var_lib_docker_owned_by_range_on_host");
+    let c = start_dind("dind-owner");
+    let (start, count) = range_of(&c);
+    let src = c.inspect("{{range .Mounts}}{{if eq .Destination \"/var/lib/docker\"}}{{.Source}}{{end}}{{end}}");
+    let src = if src.is_empty() { format!("{}/var/lib/docker", traces(&c.id()).data[0].display()) } else { src };
+    for sub in ["overlay2", "image", "containers"] {
+        let p = format!("{src}/{sub}");
+        let uid = std::fs::metadata(&p).unwrap_or_else(|e| panic!("stat {p}: {e}")).uid() as u64;
+        assert!(uid >= start && uid < start + count, "{p} (written by the inner dockerd) is owned by host uid {uid}, not the container's range {start}+{count}");
+    }
+}
+
+#[test]
+fn plain_mode_runs_the_bundle_as_written() {
+    need_engines!("plain_mode_runs_the_bundle_as_written");
+    let o = docker(&["run", "--rm", "--runtime", "nested", "--label", "io.nestrun.mode=plain", BUSYBOX, "cat", "/proc/self/uid_map"]).ok();
+    let f: Vec<&str> = o.stdout.split_whitespace().collect();
+    assert_eq!(f, ["0", "0", "4294967295"], "plain mode should have the identity map: {:?}", o.stdout);
+}
