@@ -19,6 +19,8 @@ mod systemd;
 pub mod userns;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
