@@ -15,20 +15,14 @@ pub struct Layers {
     pub lowers: Vec<PathBuf>,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
-    /// The engine mounted with `volatile` (podman does for `--rm`): the kernel marks the work
-    /// dir (work/incompat/volatile) and refuses any later mount of it without `volatile`.
-    pub volatile: bool,
 }
 
 /// Parse overlay super options. Relative lowerdirs (dockerd mounts with cwd = its overlay2
 /// dir and `l/<short>` names) are resolved against the upper dir's grandparent.
 pub fn parse_options(opts: &str) -> Option<Layers> {
     let mut lowers = Vec::new();
-    let (mut upper, mut work, mut volatile) = (None, None, false);
+    let (mut upper, mut work) = (None, None);
     for o in opts.split(',') {
-        if o == "volatile" {
-            volatile = true;
-        }
         if let Some(v) = o.strip_prefix("lowerdir=") {
             lowers.extend(v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
         } else if let Some(v) = o.strip_prefix("lowerdir+=") {
@@ -47,7 +41,7 @@ pub fn parse_options(opts: &str) -> Option<Layers> {
         let base = base?;
         lowers = lowers.into_iter().map(|l| if l.is_relative() { base.join(l) } else { l }).collect();
     }
-    Some(Layers { lowers, upper, work, volatile })
+    Some(Layers { lowers, upper, work })
 }
 
 /// Re-own `dir` and everything below from the range starting at `from` to the one at `to`
@@ -104,9 +98,6 @@ pub fn rebuild(layers: &Layers, dir: &Path, host_id: u32, size: u32, userns: Bor
             }
         }
         data += &format!(",upperdir={},workdir={}", u.display(), w.display());
-        if layers.volatile {
-            data += ",volatile";
-        }
     }
     // The engine's own overlay over the same upper stays mounted; index=off makes the kernel
     // accept the shared upper/work (it warns) instead of refusing with EBUSY.
@@ -130,7 +121,5 @@ mod tests {
         assert_eq!(parse_options("rw,upperdir=/a/b/c"), None);
         let ro = parse_options("ro,lowerdir=/s/1:/s/2").unwrap();
         assert_eq!((ro.lowers.len(), ro.upper), (2, None));
-        assert!(!l.volatile);
-        assert!(parse_options("rw,lowerdir=/a:/b,upperdir=/c/d/diff,workdir=/c/d/work,volatile,uuid=on").unwrap().volatile);
     }
 }
