@@ -23,6 +23,9 @@ macro_rules! need_root {
 
 /// A fresh `--root` and a busybox bundle (`nestrun spec`, terminal off, `sleep`).
 struct Env {
+    /// Ids created in this root: `delete --force`d on drop, before the root is removed, so a
+    /// failing test does not leave a container behind.
+    created: std::cell::RefCell<Vec<String>>,
     dir: TempDir,
     root: PathBuf,
     bundle: PathBuf,
@@ -43,7 +46,7 @@ impl Env {
         for a in ["sh", "sleep", "echo", "cat", "true", "id"] {
             std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
         }
-        let e = Env { dir, root, bundle };
+        let e = Env { created: Default::default(), dir, root, bundle };
         e.cli(&["spec", "--bundle", e.bundle.to_str().unwrap()]).ok();
         e.edit(|c| {
             c["process"]["terminal"] = json!(false);
@@ -70,6 +73,7 @@ impl Env {
     }
 
     fn create(&self, id: &str) -> Out {
+        self.created.borrow_mut().push(id.to_string());
         self.cli(&["create", "--bundle", self.bundle.to_str().unwrap(), id])
     }
 
@@ -99,6 +103,14 @@ impl Env {
         assert!(l.is_empty(), "uid leases left pointing into {}: {l:?}", self.root.display());
         let data = entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-"));
         assert!(data.is_empty(), "data dirs left for {id}: {data:?}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in self.created.borrow().iter().filter(|i| !i.is_empty()) {
+            let _ = self.cli(&["delete", "--force", id]);
+        }
     }
 }
 
@@ -222,6 +234,7 @@ fn cli_run_and_cleanup() {
     let e = Env::new("cli-run");
     e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo hello; cat /proc/self/uid_map; exit 3"]));
     let i = id("run");
+    e.created.borrow_mut().push(i.clone());
     let o = e.cli(&["run", "--bundle", e.bundle.to_str().unwrap(), &i]);
     assert_eq!(o.code, 3, "exit code of the init: {o:?}");
     assert!(o.stdout.starts_with("hello\n"), "{o:?}");
