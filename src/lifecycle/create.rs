@@ -53,6 +53,7 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
         r => r.map_err(|source| LifecycleError::State { path: sdir.clone(), source })?,
     }
     let mut rec = Record { id: id.into(), bundle: bundle_dir.clone(), rootfs: rootfs.clone(), mode: mode_of(&spec), ..Record::default() };
+    super::fault_point("sidecar");
     let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, spec, &rootfs, &mut rec));
     if result.is_err() {
         let _ = rec.save(&sdir);
@@ -111,7 +112,9 @@ fn create_in(
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
+        super::fault_point("created");
         emulate_proc(&container, &facts, root, sdir, rec)?;
+        super::fault_point("fuse");
     }
     Ok(container)
 }

@@ -94,6 +94,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     }
     rec.host_id = facts.host_id;
     save(rec, sdir)?;
+    super::fault_point("lease");
 
     // Cgroup: a path of our own when the engine gave none; named hierarchies joined now.
     let cgroup_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/nestrun/{id}")));
@@ -103,6 +104,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         facts.leave_cgroups = cgroup::join_named(&cgroup_path, facts.host_id)?;
     }
     facts.cgroup_path = Some(cgroup_path);
+    super::fault_point("cgroup");
 
     // ID-mapped rootfs and bind sources. Every mount is made below the mount dir, so teardown
     // finds them by location even if this process dies before recording anything.
@@ -118,6 +120,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
             target
         }
     });
+    super::fault_point("rootfs");
     let data_root = data_root(root, id);
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let Some(src) = m.source().as_ref().filter(|s| s.is_absolute() && is_bind(m)) else { continue };
@@ -156,5 +159,6 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     if data_root.exists() {
         overlay::shift_tree(&data_root, 0, facts.host_id, facts.id_size)?;
     }
+    super::fault_point("datadirs");
     Ok(facts)
 }

@@ -43,6 +43,18 @@ pub enum LifecycleError {
     Other { id: String, msg: String },
 }
 
+/// Test-only fault injection: with `NESTRUN_FAULT_AT=<point>`, the process SIGKILLs itself at
+/// that point of `create`, as `kill -9` would. The fault suite uses it to check that `delete`
+/// afterwards leaves nothing behind.
+pub fn fault_point(point: &str) {
+    if std::env::var("NESTRUN_FAULT_AT").is_ok_and(|p| p == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::SIGKILL);
+    }
+}
+
+// The points, in the order create passes them: sidecar, lease, cgroup, rootfs, datadirs,
+// created, fuse (integration/faults.rs walks them all).
+
 /// runc's rule for ids, stated in the error: letters, digits and `_ + - .`, not `.` or `..`.
 pub fn validate_id(id: &str) -> Result<(), LifecycleError> {
     let bad = |why| Err(LifecycleError::BadId(id.to_string(), why));
