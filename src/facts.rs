@@ -37,6 +37,9 @@ pub struct Facts {
     /// The runtime's own hard rlimits ("RLIMIT_NOFILE" → hard); without CAP_SYS_RESOURCE on
     /// the host no container limit can be raised above them.
     pub rlimit_hard: Vec<(String, u64)>,
+    /// Namespace types (e.g. "network") whose `path` in the spec is the host's own namespace
+    /// (docker 20.10 sends `--network host` as a path to the host's netns).
+    pub host_namespace_paths: Vec<String>,
     /// The container's cgroup path (the engine's, or nestrun's own when it gave none).
     pub cgroup_path: Option<PathBuf>,
     /// Where this runtime process goes back to after create (host bookkeeping, not rewritten).

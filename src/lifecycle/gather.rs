@@ -73,6 +73,22 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let modules = Path::new("/lib/modules").join(&release);
     facts.lib_modules = modules.is_dir().then_some(modules);
 
+    // Namespace paths that are the host's own (compared by device and inode).
+    let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    };
+    for ns in spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+        let name = match ns.typ() {
+            libcontainer::oci_spec::runtime::LinuxNamespaceType::Network => "net",
+            libcontainer::oci_spec::runtime::LinuxNamespaceType::Pid => "pid",
+            _ => continue,
+        };
+        if ns.path().as_ref().is_some_and(|p| same(p, &Path::new("/proc/self/ns").join(name))) {
+            facts.host_namespace_paths.push(if name == "net" { "network".into() } else { "pid".into() });
+        }
+    }
+
     // Rootfs layers first: the upper dir's owner says which range its files already have.
     let entries = mountinfo::read();
     let layers = mountinfo::at(&entries, rootfs)

@@ -8,10 +8,16 @@ use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType as T, S
 use super::RewriteError;
 use crate::facts::Facts;
 
-pub fn rewrite(mut spec: Spec, _facts: &Facts) -> Result<Spec, RewriteError> {
+pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
     let mut nss = linux.namespaces().clone().unwrap_or_default();
     let has = |nss: &Vec<LinuxNamespace>, t: T| nss.iter().any(|n| n.typ() == t);
+    if facts.host_namespace_paths.iter().any(|t| t == "network") {
+        return Err(RewriteError::HostNamespace("network", "network"));
+    }
+    if facts.host_namespace_paths.iter().any(|t| t == "pid") {
+        return Err(RewriteError::HostNamespace("pid", "pid"));
+    }
     if !has(&nss, T::Network) {
         return Err(RewriteError::HostNamespace("network", "network"));
     }
@@ -42,6 +48,14 @@ mod tests {
         let spec = spec_with_ns(&[T::Pid, T::Mount]);
         let err = rewrite(spec, &facts()).unwrap_err();
         assert_eq!(err.to_string(), "the container asks for the host's network namespace; nestrun refuses host namespaces (drop --network=host)");
+    }
+
+    #[test]
+    fn a_path_to_the_host_netns_is_refused() {
+        let mut f = facts();
+        f.host_namespace_paths = vec!["network".into()];
+        let err = rewrite(spec_with_ns(&[T::Pid, T::Network]), &f).unwrap_err();
+        assert_eq!(err, RewriteError::HostNamespace("network", "network"));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub const NESTED_SYSCALLS: &[&str] = &[
     "mount", "umount", "umount2", "pivot_root", "unshare", "setns", "clone", "sethostname",
     "setdomainname", "keyctl", "add_key", "request_key", "name_to_handle_at", "open_tree",
     "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "chroot",
+    // Docker allows these only with CAP_SYS_PTRACE / CAP_SYS_BOOT; the kernel checks ptrace
+    // access within the container's pid and user namespaces, and reboot() in a pid namespace
+    // only ends that namespace's init.
+    "kcmp", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "reboot",
 ];
 
 /// Never allowed: they act on the host kernel, not on a namespace.
@@ -53,6 +57,15 @@ pub fn relax(mut profile: LinuxSeccomp) -> LinuxSeccomp {
     for mut r in profile.syscalls().clone().unwrap_or_default() {
         if r == nested {
             continue;
+        }
+        if r.action() != allow && r.args().as_ref().is_none_or(|a| a.is_empty()) {
+            // An engine's explicit deny (podman denies setns, sethostname, ...) would override
+            // our allow rule: take the nested calls out of it.
+            let names: Vec<String> = r.names().iter().filter(|n| !NESTED_SYSCALLS.contains(&n.as_str())).cloned().collect();
+            if names.is_empty() {
+                continue;
+            }
+            r.set_names(names);
         }
         if r.action() == allow {
             let conditional = r.args().as_ref().is_some_and(|a| !a.is_empty());
@@ -90,8 +103,12 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
     let mut pc = process.capabilities().clone().unwrap_or_default();
     pc.set_bounding(Some(caps.clone()));
-    pc.set_effective(Some(caps.clone()));
-    pc.set_permitted(Some(caps));
+    // Only root gets them effective: a `--user 1000` process keeps the engine's sets (it can
+    // still gain them the usual way, e.g. through sudo, within the bounding set).
+    if process.user().uid() == 0 {
+        pc.set_effective(Some(caps.clone()));
+        pc.set_permitted(Some(caps));
+    }
     process.set_capabilities(Some(pc));
     if let Some(mut rl) = process.rlimits().clone() {
         for r in rl.iter_mut() {

@@ -43,7 +43,12 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if let Some(mut sysctl) = linux.sysctl().clone() {
         if let Some(v) = sysctl.get_mut("net.ipv4.ping_group_range") {
             let size = linux.gid_mappings().as_ref().and_then(|m| m.first()).map(|m| m.size()).unwrap_or(facts.id_size);
-            *v = format!("0 {}", size.saturating_sub(1));
+            let max = size.saturating_sub(1) as u64;
+            let mut it = v.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+            let (lo, hi) = (it.next().unwrap_or(0), it.next().unwrap_or(u64::MAX));
+            if hi > max {
+                *v = format!("{} {max}", lo.min(max));
+            }
         }
         linux.set_sysctl(Some(sysctl));
     }
