@@ -49,13 +49,19 @@ impl Env {
         self.dir.join("root")
     }
 
+    /// Run the binary with stdout/stderr in files: a created container's init inherits the
+    /// creator's stdio (as with runc), so pipes would stay open until the container exits.
     fn nestrun(&self, args: &[&str], fault: Option<&str>) -> Output {
+        let (out_p, err_p) = (self.dir.join("stdout"), self.dir.join("stderr"));
         let mut c = Command::new(BIN);
         c.arg("--root").arg(self.root()).args(args);
+        c.stdin(std::process::Stdio::null());
+        c.stdout(std::fs::File::create(&out_p).unwrap()).stderr(std::fs::File::create(&err_p).unwrap());
         if let Some(f) = fault {
             c.env("NESTRUN_FAULT_AT", f);
         }
-        c.output().unwrap()
+        let status = c.status().unwrap();
+        Output { status, stdout: std::fs::read(&out_p).unwrap_or_default(), stderr: std::fs::read(&err_p).unwrap_or_default() }
     }
 
     fn create(&self, id: &str, fault: Option<&str>) -> Output {
