@@ -30,7 +30,8 @@ pub struct Facts {
     pub id_size: u32,
     /// The ID-mapped rootfs prepared for this container (replaces root.path).
     pub rootfs: Option<PathBuf>,
-    /// Bind-mount sources replaced by an ID-mapped clone of themselves.
+    /// Bind-mount sources replaced by a clone of themselves below the mount dir: ID-mapped,
+    /// except volumes at data-dir paths, which are re-owned to the range instead.
     pub idmapped_sources: Vec<(PathBuf, PathBuf)>,
     /// The capabilities the runtime itself holds (its bounding set), e.g. "CAP_CHOWN".
     pub runtime_caps: Vec<String>,
@@ -42,9 +43,6 @@ pub struct Facts {
     pub host_namespace_paths: Vec<String>,
     /// The container's cgroup path (the engine's, or nestrun's own when it gave none).
     pub cgroup_path: Option<PathBuf>,
-    /// Where this runtime process goes back to after create (host bookkeeping, not rewritten).
-    #[serde(skip)]
-    pub leave_cgroups: Vec<PathBuf>,
     /// Host-backed data directories prepared for this container.
     pub data_dirs: Vec<DataDir>,
     /// /lib/modules/<release> when the host has it.

@@ -92,6 +92,13 @@ fn create_in(
         }
     };
     let lc = |source| LifecycleError::Libcontainer { id: id.into(), source };
+    // Named v1 hierarchies (name=systemd) are joined as late as possible: the container's
+    // processes are born where this process is, and cgroup v1 moves are slow when far apart
+    // (the kernel waits for an RCU grace period after a quiet spell).
+    let leave = match facts.as_ref().and_then(|f| f.cgroup_path.as_ref().filter(|p| p.is_absolute()).map(|p| (p, f.host_id))) {
+        Some((p, host_id)) => cgroup::join_named(p, host_id)?,
+        None => Vec::new(),
+    };
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(lc)?
@@ -104,9 +111,7 @@ fn create_in(
         .with_detach(args.detach)
         .with_no_pivot(args.no_pivot)
         .build();
-    if let Some(f) = &facts {
-        cgroup::leave_named(&f.leave_cgroups);
-    }
+    cgroup::leave_named(&leave);
     let container = container.map_err(lc)?;
     if let Some(facts) = facts {
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {

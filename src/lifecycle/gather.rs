@@ -9,7 +9,7 @@ use libcontainer::oci_spec::runtime::Spec;
 
 use super::LifecycleError;
 use crate::facts::{DataDir, Facts, Mode};
-use crate::host::{self, cgroup, idmap, mountinfo, overlay};
+use crate::host::{self, idmap, mountinfo, overlay};
 use crate::rewrite::datadirs::DATA_DIRS;
 use crate::sidecar::Record;
 use crate::subid;
@@ -112,13 +112,11 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     save(rec, sdir)?;
     super::fault_point("lease");
 
-    // Cgroup: a path of our own when the engine gave none; named hierarchies joined now.
+    // Cgroup: a path of our own when the engine gave none (named hierarchies are joined right
+    // before the container is built: see create.rs).
     let cgroup_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/nestrun/{id}")));
     rec.cgroup_path = Some(cgroup_path.clone());
     save(rec, sdir)?;
-    if cgroup_path.is_absolute() {
-        facts.leave_cgroups = cgroup::join_named(&cgroup_path, facts.host_id)?;
-    }
     facts.cgroup_path = Some(cgroup_path);
     super::fault_point("cgroup");
 
@@ -141,6 +139,24 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let Some(src) = m.source().as_ref().filter(|s| s.is_absolute() && is_bind(m)) else { continue };
         if ["/proc", "/sys", "/dev"].iter().any(|p| src.starts_with(p)) || !src.exists() {
+            continue;
+        }
+        // A volume at a data-dir path (e.g. the dind image's `VOLUME /var/lib/docker`) is not
+        // ID-mapped: what the inner dockerd writes there (setuid binaries included) would land
+        // as host root on disk. It is re-owned to the container's range instead, like nestrun's
+        // own data dirs.
+        if DATA_DIRS.iter().any(|d| m.destination() == Path::new(d)) && src.is_dir() {
+            let owner = std::fs::metadata(src).map(|m| m.uid()).unwrap_or(0);
+            if owner != facts.host_id {
+                overlay::shift_tree(src, owner, facts.host_id, facts.id_size)?;
+            }
+            // A plain bind below the mount dir: the engine's volume path is often not
+            // traversable by the container's root (e.g. /var/lib/docker is 0710).
+            let target = mdir.join("m").join(i.to_string());
+            std::fs::create_dir_all(&target).map_err(host::io("create", &target))?;
+            nix::mount::mount(Some(src.as_path()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>)
+                .map_err(host::sys("bind", &target))?;
+            facts.idmapped_sources.push((src.clone(), target));
             continue;
         }
         let target = mdir.join("m").join(i.to_string());
