@@ -47,6 +47,8 @@ pub struct Record {
     pub lease: Option<Lease>,
     pub cgroup_path: Option<PathBuf>,
     pub data_root: Option<PathBuf>,
+    /// Work dirs of nestrun's own rebuilt overlays (beside the engine's upper dir).
+    pub work_dirs: Vec<PathBuf>,
     pub fuse_pid: Option<i32>,
     pub fuse_mount: Option<PathBuf>,
 }

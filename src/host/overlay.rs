@@ -2,6 +2,9 @@
 //! each lower layer becomes an ID-mapped clone, the upper and work dirs (the container's own
 //! layer, usually empty) are owned by the container's root range, and host root mounts a new
 //! overlay from them (trusted.* xattrs keep working, so Docker-made opaque dirs stay opaque).
+//! The rebuilt overlay has a work dir of its own beside the upper dir: the engine's overlay
+//! stays mounted on its work dir, and podman's `volatile` mount marks it so that the kernel
+//! refuses any second overlay on it (EINVAL).
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -79,9 +82,30 @@ pub fn shift_tree(dir: &Path, from: u32, to: u32, size: u32) -> Result<u64, Host
     Ok(count)
 }
 
-/// Build the ID-mapped overlay at `dir/rootfs`. Returns the mount points made, in mount order
-/// (the caller records them before anything else can fail, and unmounts them in reverse).
-pub fn rebuild(layers: &Layers, dir: &Path, host_id: u32, size: u32, userns: BorrowedFd, made: &mut Vec<PathBuf>) -> Result<PathBuf, HostError> {
+/// Prefix of nestrun's own work dirs (teardown removes only directories named so).
+pub const OWN_WORK_PREFIX: &str = "nestrun-work-";
+
+/// Where the rebuilt overlay of the container with mount dir `mdir` gets its own work dir: a
+/// sibling of the upper dir (overlayfs needs upper and work on the same mount), named after
+/// the mount dir so containers of different state roots never share one. None when there is
+/// no upper dir or its parent is another file system (then the engine's work dir is used).
+pub fn own_work(layers: &Layers, mdir: &Path) -> Option<PathBuf> {
+    let upper = layers.upper.as_ref()?;
+    let parent = upper.parent()?;
+    let (u, p) = (std::fs::metadata(upper).ok()?, std::fs::metadata(parent).ok()?);
+    (u.dev() == p.dev()).then(|| parent.join(format!("{OWN_WORK_PREFIX}{:08x}", crate::sidecar::fnv(mdir))))
+}
+
+/// True for a path `own_work` makes (a guard before teardown removes a recorded path).
+pub fn is_own_work(p: &Path) -> bool {
+    p.is_absolute() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(OWN_WORK_PREFIX))
+}
+
+/// Build the ID-mapped overlay at `dir/rootfs`, with `work` (from `own_work`, recorded by the
+/// caller first) as work dir when given, else the engine's. Returns the mount points made, in
+/// mount order (the caller records them before anything else can fail, and unmounts them in
+/// reverse).
+pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, size: u32, userns: BorrowedFd, made: &mut Vec<PathBuf>) -> Result<PathBuf, HostError> {
     let mut lower_opts = Vec::new();
     for (i, l) in layers.lowers.iter().enumerate() {
         let target = dir.join("l").join(i.to_string());
@@ -90,17 +114,33 @@ pub fn rebuild(layers: &Layers, dir: &Path, host_id: u32, size: u32, userns: Bor
         lower_opts.push(target.to_string_lossy().into_owned());
     }
     let mut data = format!("lowerdir={}", lower_opts.join(":"));
-    if let (Some(u), Some(w)) = (&layers.upper, &layers.work) {
-        for d in [u, w] {
-            let owner = std::fs::metadata(d).map_err(io("stat", d))?.uid();
-            if owner != host_id {
-                shift_tree(d, owner, host_id, size)?;
-            }
+    if let (Some(u), Some(engine_work)) = (&layers.upper, &layers.work) {
+        let owner = std::fs::metadata(u).map_err(io("stat", u))?.uid();
+        if owner != host_id {
+            shift_tree(u, owner, host_id, size)?;
         }
+        let w = match work {
+            Some(w) => {
+                // Left over by a create or delete that was killed: start from an empty one.
+                if w.exists() {
+                    std::fs::remove_dir_all(w).map_err(io("remove stale work dir", w))?;
+                }
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().mode(0o700).create(w).map_err(io("create", w))?;
+                w.to_path_buf()
+            }
+            None => {
+                let owner = std::fs::metadata(engine_work).map_err(io("stat", engine_work))?.uid();
+                if owner != host_id {
+                    shift_tree(engine_work, owner, host_id, size)?;
+                }
+                engine_work.clone()
+            }
+        };
         data += &format!(",upperdir={},workdir={}", u.display(), w.display());
     }
     // The engine's own overlay over the same upper stays mounted; index=off makes the kernel
-    // accept the shared upper/work (it warns) instead of refusing with EBUSY.
+    // accept the shared upper (it warns) instead of refusing with EBUSY.
     data += ",index=off";
     let target = dir.join("rootfs");
     std::fs::create_dir_all(&target).map_err(io("create", &target))?;
@@ -121,5 +161,19 @@ mod tests {
         assert_eq!(parse_options("rw,upperdir=/a/b/c"), None);
         let ro = parse_options("ro,lowerdir=/s/1:/s/2").unwrap();
         assert_eq!((ro.lowers.len(), ro.upper), (2, None));
+    }
+
+    #[test]
+    fn own_work_dir_is_a_sibling_of_the_upper_dir() {
+        let t = std::env::temp_dir().join(format!("nestrun-ow-{}", std::process::id()));
+        std::fs::create_dir_all(t.join("diff")).unwrap();
+        let l = Layers { lowers: vec![], upper: Some(t.join("diff")), work: Some(t.join("work")) };
+        let w = own_work(&l, Path::new("/run/nestrun-mnt/c1-0000abcd")).unwrap();
+        assert_eq!(w.parent(), Some(t.as_path()));
+        assert!(is_own_work(&w));
+        assert_ne!(w, own_work(&l, Path::new("/run/nestrun-mnt/c2-0000abcd")).unwrap());
+        assert!(!is_own_work(&t.join("work")) && !is_own_work(Path::new("nestrun-work-1")));
+        assert_eq!(own_work(&Layers { upper: None, ..l }, Path::new("/x")), None);
+        std::fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -127,7 +127,12 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
     let mut made = Vec::new();
     facts.rootfs = Some(match &layers {
-        Some(l) => overlay::rebuild(l, &mdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?,
+        Some(l) => {
+            let work = overlay::own_work(l, &mdir);
+            rec.work_dirs.extend(work.clone());
+            save(rec, sdir)?;
+            overlay::rebuild(l, work.as_deref(), &mdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?
+        }
         None => {
             let target = mdir.join("rootfs");
             idmap::clone_idmapped(rootfs, &target, userns.as_fd(), false)?;

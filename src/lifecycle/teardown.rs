@@ -65,6 +65,13 @@ pub fn teardown(root: &Path, id: &str) {
             tracing::warn!("cannot remove {}: {e}", mdir.display());
         }
     }
+    for w in rec.work_dirs.iter().filter(|w| crate::host::overlay::is_own_work(w)) {
+        if let Err(e) = std::fs::remove_dir_all(w) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove overlay work dir {}: {e}", w.display());
+            }
+        }
+    }
     if let Some(d) = &rec.data_root {
         if let Err(e) = std::fs::remove_dir_all(d) {
             if e.kind() != std::io::ErrorKind::NotFound {
