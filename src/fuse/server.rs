@@ -63,6 +63,10 @@ pub struct ProcFs {
     created: SystemTime,
     next_fh: AtomicU64,
     snapshots: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Last reported st_size per file node: getattr answers from it instead of rendering the
+    /// file a second time on every open (it only ever grows, so a reader never sees a size
+    /// smaller than content it read before).
+    sizes: Mutex<HashMap<usize, u64>>,
 }
 
 impl ProcFs {
@@ -76,6 +80,7 @@ impl ProcFs {
             created: SystemTime::now(),
             next_fh: AtomicU64::new(1),
             snapshots: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
         };
         for &(path, kind) in FILES {
             fs.add(path, Content::File(kind));
@@ -124,7 +129,7 @@ impl ProcFs {
     fn attr(&self, idx: usize) -> FileAttr {
         let (kind, perm, size, nlink) = match &self.nodes[idx].content {
             Content::Dir(c) => (FileType::Directory, 0o555, 0, 2 + c.len() as u32),
-            Content::File(_) => (FileType::RegularFile, 0o444, self.render(idx).map_or(MIN_SIZE, |d| size_for(d.len())), 1),
+            Content::File(_) => (FileType::RegularFile, 0o444, self.file_size(idx), 1),
             Content::Sysctl(_) => (FileType::RegularFile, 0o644, MIN_SIZE, 1),
         };
         FileAttr {
@@ -144,6 +149,21 @@ impl ProcFs {
             blksize: 4096,
             flags: 0,
         }
+    }
+
+    fn file_size(&self, idx: usize) -> u64 {
+        let cached = self.sizes.lock().unwrap_or_else(|e| e.into_inner()).get(&idx).copied();
+        cached.unwrap_or_else(|| {
+            let size = self.render(idx).map_or(MIN_SIZE, |d| size_for(d.len()));
+            self.note_size(idx, size);
+            size
+        })
+    }
+
+    fn note_size(&self, idx: usize, size: u64) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let e = sizes.entry(idx).or_insert(size);
+        *e = (*e).max(size);
     }
 
     /// Whether `req` may write node `idx`.
@@ -234,6 +254,9 @@ impl Filesystem for ProcFs {
         if offset == 0 || !snaps.contains_key(&fh.0) {
             match self.render(idx) {
                 Ok(data) => {
+                    if matches!(self.nodes[idx].content, Content::File(_)) {
+                        self.note_size(idx, size_for(data.len()));
+                    }
                     snaps.insert(fh.0, data);
                 }
                 Err(e) => return reply.error(e),
