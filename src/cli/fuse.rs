@@ -1,6 +1,6 @@
 //! The hidden `fuse-serve` subcommand: runs the per-container FUSE server
 //! (emulated /proc and /sys files) in the foreground. Started by
-//! `fuse::spawn`; not meant to be run by hand.
+//! `fuse::start`; not meant to be run by hand.
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, SystemTime};
 

@@ -18,7 +18,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use process::{spawn, spawn_with, stop};
+#[cfg(test)]
+pub use process::spawn_with;
+pub use process::{start, stop, Pending};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FuseError {

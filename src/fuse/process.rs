@@ -18,18 +18,60 @@ use super::{FuseError, ServeConfig};
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
-/// Starts `/proc/self/exe fuse-serve ...` (or `$NESTRUN_SELF_EXE`) detached
-/// (own session, stdio to `log` or /dev/null), waits up to 5 s for its
-/// readiness byte and returns its pid. On failure the server is killed and
-/// the mountpoint unmounted.
-pub fn spawn(cfg: &ServeConfig, log: Option<&Path>) -> Result<Pid, FuseError> {
-    let exe = std::env::var_os("NESTRUN_SELF_EXE").map_or_else(|| PathBuf::from("/proc/self/exe"), PathBuf::from);
-    spawn_with(cfg, log, &exe, &["fuse-serve".into()])
+/// Start with an explicit executable and arguments placed before the server's own, and wait
+/// for readiness (tests re-execute the test binary as the server).
+#[cfg(test)]
+pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pid, FuseError> {
+    start_with(cfg, log, exe, prefix)?.wait()
 }
 
-/// [`spawn`] with an explicit executable and the arguments placed before the
-/// server's own (`["fuse-serve"]` for nestrun).
-pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pid, FuseError> {
+/// A server that was started and may not be ready yet: the caller overlaps other work
+/// (creating the container) with its start-up, then calls [`Pending::wait`].
+pub struct Pending {
+    child: std::process::Child,
+    rd: OwnedFd,
+    mountpoint: PathBuf,
+}
+
+impl Pending {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Wait (up to 5 s, no polling loop) for the readiness byte. On failure the server is
+    /// killed and the mountpoint unmounted.
+    pub fn wait(mut self) -> Result<Pid, FuseError> {
+        let pid = self.pid();
+        let mountpoint = self.mountpoint.clone();
+        let fail = |child: &mut std::process::Child, e: FuseError| {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = umount2(&mountpoint, MntFlags::MNT_DETACH);
+            Err(e)
+        };
+        match wait_readable(self.rd.as_fd().as_raw_fd(), READY_TIMEOUT) {
+            Ok(true) => {}
+            Ok(false) => return fail(&mut self.child, FuseError::Timeout { path: mountpoint.clone(), secs: READY_TIMEOUT.as_secs() }),
+            Err(e) => return fail(&mut self.child, FuseError::Sys { op: "wait for fuse server of", path: mountpoint.clone(), source: e }),
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(self.rd.as_raw_fd(), &mut byte) {
+            Ok(1) => Ok(pid),
+            _ => {
+                let status = self.child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+                fail(&mut self.child, FuseError::Exited { path: mountpoint.clone(), status })
+            }
+        }
+    }
+}
+
+/// Start the server (`/proc/self/exe fuse-serve ...` or `$NESTRUN_SELF_EXE`) without waiting.
+pub fn start(cfg: &ServeConfig, log: Option<&Path>) -> Result<Pending, FuseError> {
+    let exe = std::env::var_os("NESTRUN_SELF_EXE").map_or_else(|| PathBuf::from("/proc/self/exe"), PathBuf::from);
+    start_with(cfg, log, &exe, &["fuse-serve".into()])
+}
+
+fn start_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pending, FuseError> {
     let sys = |op, source| FuseError::Sys { op, path: cfg.mountpoint.clone(), source };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe for", e))?;
     // Keep the child's end clear of fds 0-2, which the child's stdio replaces
@@ -62,28 +104,9 @@ pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[O
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| FuseError::Spawn { exe: exe.into(), source })?;
+    let child = cmd.spawn().map_err(|source| FuseError::Spawn { exe: exe.into(), source })?;
     drop(wr);
-    let pid = Pid::from_raw(child.id() as i32);
-    let fail = |child: &mut std::process::Child, e: FuseError| {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = umount2(&cfg.mountpoint, MntFlags::MNT_DETACH);
-        Err(e)
-    };
-    match wait_readable(rd.as_fd().as_raw_fd(), READY_TIMEOUT) {
-        Ok(true) => {}
-        Ok(false) => return fail(&mut child, FuseError::Timeout { path: cfg.mountpoint.clone(), secs: READY_TIMEOUT.as_secs() }),
-        Err(e) => return fail(&mut child, sys("wait for fuse server of", e)),
-    }
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(rd.as_raw_fd(), &mut byte) {
-        Ok(1) => Ok(pid),
-        _ => {
-            let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
-            fail(&mut child, FuseError::Exited { path: cfg.mountpoint.clone(), status })
-        }
-    }
+    Ok(Pending { child, rd, mountpoint: cfg.mountpoint.clone() })
 }
 
 /// poll(2) for readability with an overall deadline (EINTR-safe).

@@ -88,14 +88,15 @@ fn create_in(
             tracing::debug!(spec = %serde_json::to_string(&out).unwrap_or_default(), "rewritten spec");
             let shadow = sdir.join("bundle");
             bundle::write_shadow(&shadow, &out)?;
-            (shadow, Some(facts))
+            let server = start_proc_emulation(&out, &facts, root, sdir, rec)?;
+            (shadow, Some((facts, server)))
         }
     };
     let lc = |source| LifecycleError::Libcontainer { id: id.into(), source };
     // Named v1 hierarchies (name=systemd) are joined as late as possible: the container's
     // processes are born where this process is, and cgroup v1 moves are slow when far apart
     // (the kernel waits for an RCU grace period after a quiet spell).
-    let leave = match facts.as_ref().and_then(|f| f.cgroup_path.as_ref().filter(|p| p.is_absolute()).map(|p| (p, f.host_id))) {
+    let leave = match facts.as_ref().and_then(|(f, _)| f.cgroup_path.as_ref().filter(|p| p.is_absolute()).map(|p| (p, f.host_id))) {
         Some((p, host_id)) => cgroup::join_named(p, host_id)?,
         None => Vec::new(),
     };
@@ -113,30 +114,38 @@ fn create_in(
         .build();
     cgroup::leave_named(&leave);
     let container = container.map_err(lc)?;
-    if let Some(facts) = facts {
+    if let Some((facts, server)) = facts {
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
         super::fault_point("created");
-        emulate_proc(&container, &facts, root, sdir, rec)?;
+        if let Some(server) = server {
+            attach_proc_emulation(&container, server, rec)?;
+        }
         super::fault_point("fuse");
     }
     Ok(container)
 }
 
-/// Start the container's FUSE server and place its files over /proc and /sys (see
-/// `host::inject`). Skipped, with a warning, on hosts without /dev/fuse or when the
+/// Start the container's FUSE server without waiting for it, so its start-up overlaps the
+/// container's creation. Skipped, with a warning, on hosts without /dev/fuse, or when the
 /// `io.nestrun.proc=host` annotation asks for the kernel's own files.
-fn emulate_proc(container: &Container, facts: &crate::facts::Facts, root: &Path, sdir: &Path, rec: &mut Record) -> Result<(), LifecycleError> {
-    let off = container.state.annotations.as_ref().and_then(|a| a.get(crate::facts::ANN_PROC)).is_some_and(|v| v == "host");
+fn start_proc_emulation(
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    facts: &crate::facts::Facts,
+    root: &Path,
+    sdir: &Path,
+    rec: &mut Record,
+) -> Result<Option<crate::fuse::Pending>, LifecycleError> {
+    let off = spec.annotations().as_ref().and_then(|a| a.get(crate::facts::ANN_PROC)).is_some_and(|v| v == "host");
     if off {
-        return Ok(());
+        return Ok(None);
     }
     if !Path::new("/dev/fuse").exists() {
         tracing::warn!("no /dev/fuse on this host: /proc and /sys are the kernel's own");
-        return Ok(());
+        return Ok(None);
     }
-    let (Some(pid), Some(cg)) = (container.pid(), facts.cgroup_path.as_ref()) else { return Ok(()) };
+    let Some(cg) = facts.cgroup_path.as_ref() else { return Ok(None) };
     let mnt = sidecar::mnt_dir(root, &rec.id).join("fuse");
     let cfg = crate::fuse::ServeConfig {
         mountpoint: mnt.clone(),
@@ -144,14 +153,20 @@ fn emulate_proc(container: &Container, facts: &crate::facts::Facts, root: &Path,
         owner_uid: facts.host_id,
         owner_gid: facts.host_id,
         start_time: std::time::SystemTime::now(),
-        init_pid: Some(pid.as_raw()),
+        init_pid: None,
     };
-    let other = |msg: String| LifecycleError::Other { id: rec.id.clone(), msg };
-    let server = crate::fuse::spawn(&cfg, None).map_err(|e| other(format!("cannot start the /proc emulation: {e}")))?;
-    rec.fuse_pid = Some(server.as_raw());
-    rec.fuse_mount = Some(mnt.clone());
+    let server = crate::fuse::start(&cfg, None).map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
+    rec.fuse_pid = Some(server.pid().as_raw());
+    rec.fuse_mount = Some(mnt);
     gather::save(rec, sdir)?;
-    let n = crate::host::inject::attach(pid, &crate::host::inject::pairs(&mnt, crate::fuse::emulated_files()))?;
+    Ok(Some(server))
+}
+
+/// Wait for the FUSE server and place its files over /proc and /sys (see `host::inject`).
+fn attach_proc_emulation(container: &Container, server: crate::fuse::Pending, rec: &Record) -> Result<(), LifecycleError> {
+    server.wait().map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
+    let (Some(pid), Some(mnt)) = (container.pid(), rec.fuse_mount.as_ref()) else { return Ok(()) };
+    let n = crate::host::inject::attach(pid, &crate::host::inject::pairs(mnt, crate::fuse::emulated_files()))?;
     tracing::debug!(files = n, "emulated /proc and /sys files attached");
     Ok(())
 }
