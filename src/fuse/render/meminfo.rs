@@ -90,8 +90,8 @@ pub fn render(input: &MemInput) -> String {
     let usage = input.usage / 1024;
     let st = input.stat;
     let free = total.saturating_sub(usage);
-    let reclaimable = (st.active_file + st.inactive_file + st.slab_reclaimable) / 1024;
-    let available = (free + reclaimable).min(total);
+    let reclaimable = st.active_file.saturating_add(st.inactive_file).saturating_add(st.slab_reclaimable) / 1024;
+    let available = free.saturating_add(reclaimable).min(total);
     let (swap_total, swap_used) = swap_kb(input.host, input.swap);
 
     let mut out = String::with_capacity(input.host.len() + 64);
@@ -103,8 +103,8 @@ pub fn render(input: &MemInput) -> String {
             "MemAvailable" => Some(available),
             "Buffers" | "SwapCached" | "ShmemHugePages" | "ShmemPmdMapped" => Some(0),
             "Cached" => Some(st.cache / 1024),
-            "Active" => Some((st.active_anon + st.active_file) / 1024),
-            "Inactive" => Some((st.inactive_anon + st.inactive_file) / 1024),
+            "Active" => Some(st.active_anon.saturating_add(st.active_file) / 1024),
+            "Inactive" => Some(st.inactive_anon.saturating_add(st.inactive_file) / 1024),
             "Active(anon)" => Some(st.active_anon / 1024),
             "Inactive(anon)" => Some(st.inactive_anon / 1024),
             "Active(file)" => Some(st.active_file / 1024),
@@ -113,7 +113,7 @@ pub fn render(input: &MemInput) -> String {
             "Dirty" => Some(st.dirty / 1024),
             "Writeback" => Some(st.writeback / 1024),
             "AnonPages" => {
-                Some((st.active_anon + st.inactive_anon).saturating_sub(st.shmem) / 1024)
+                Some(st.active_anon.saturating_add(st.inactive_anon).saturating_sub(st.shmem) / 1024)
             }
             "Mapped" => Some(st.mapped / 1024),
             "Shmem" => Some(st.shmem / 1024),
@@ -205,6 +205,17 @@ mod tests {
         let out = render(&MemInput { host: HOST, limit: Some(1 << 20), usage: 2 << 20, swap: None, stat: &stat });
         assert_eq!(host_value_kb(&out, "MemFree"), Some(0));
         assert_eq!(host_value_kb(&out, "MemAvailable"), Some(1024));
+    }
+
+    #[test]
+    fn huge_memory_stat_values_saturate() {
+        // Found by the fuzzer (src/fuzz.rs): sums of memory.stat values overflowed (a panic in
+        // debug builds, wrapped nonsense in release).
+        let stat = MemStat { active_anon: u64::MAX, inactive_anon: u64::MAX, active_file: u64::MAX, inactive_file: 1, slab_reclaimable: u64::MAX, ..Default::default() };
+        let out = render(&MemInput { host: HOST, limit: Some(1 << 30), usage: 0, swap: None, stat: &stat });
+        assert_eq!(host_value_kb(&out, "Active"), Some(u64::MAX / 1024));
+        assert_eq!(host_value_kb(&out, "MemAvailable"), Some(1 << 20));
+        assert_eq!(out.lines().count(), HOST.lines().count());
     }
 
     #[test]
