@@ -48,13 +48,13 @@ pub fn render(host: &str, visible: &[usize], usage: Option<&[CpuTicks]>) -> Stri
             *slot = f.parse().unwrap_or(0);
         }
         if let Some(ct) = usage.and_then(|u| u.get(idx)) {
-            let host_used: u64 = v.iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, x)| x).sum();
-            let cg_used = ct.user + ct.system;
-            let idle = v[3] + host_used.saturating_sub(cg_used);
+            let host_used = v.iter().enumerate().filter(|(i, _)| *i != 3).fold(0u64, |a, (_, x)| a.saturating_add(*x));
+            let cg_used = ct.user.saturating_add(ct.system);
+            let idle = v[3].saturating_add(host_used.saturating_sub(cg_used));
             v = [ct.user, 0, ct.system, idle, 0, 0, 0, 0, 0, 0];
         }
         for (s, x) in sum.iter_mut().zip(v) {
-            *s += x;
+            *s = s.saturating_add(x);
         }
         cpu_lines.push_str(&format!("cpu{idx}"));
         for x in v {
@@ -148,6 +148,18 @@ mod tests {
         let idle = 25855 + 7462 - 150;
         assert_eq!(cpu_lines(&out)[1], format!("cpu0 100 0 50 {idle} 0 0 0 0 0 0"));
         assert_eq!(cpu_lines(&out)[0], format!("cpu  100 0 50 {idle} 0 0 0 0 0 0"));
+    }
+
+    #[test]
+    fn huge_counters_saturate() {
+        // Found by the fuzzer (src/fuzz.rs): the aggregate and idle sums overflowed (a panic
+        // in debug builds, wrapped nonsense in release).
+        let host = "cpu  1 1 1 1 1 1 1 1 1 1\ncpu0 18446744073709551615 0 5 18446744073709551615 0 0 0 0 0 0\ncpu1 18446744073709551615 0 0 0 0 0 0 0 0 0\n";
+        let out = render(host, &[0, 1], None);
+        assert_eq!(cpu_lines(&out)[0], format!("cpu  {m} 0 5 {m} 0 0 0 0 0 0", m = u64::MAX));
+        let usage = [CpuTicks { user: u64::MAX, system: u64::MAX }, CpuTicks::default()];
+        let out = render(host, &[0, 1], Some(&usage));
+        assert_eq!(cpu_lines(&out)[1], format!("cpu0 {m} 0 {m} {m} 0 0 0 0 0 0", m = u64::MAX));
     }
 
     #[test]
