@@ -135,6 +135,9 @@ pub fn parse_cpu_max(text: &str) -> Result<Option<f64>, FuseError> {
     Ok((period > 0).then(|| quota as f64 / period as f64))
 }
 
+/// Cpu ids at or above this are refused (the kernel's NR_CPUS is at most 8192).
+const MAX_CPUS: usize = 1 << 16;
+
 /// v1 cpuacct.usage_all: `cpu user system` then one line per cpu (ns).
 pub fn parse_cpuacct_usage_all(text: &str) -> Result<Vec<(u64, u64)>, FuseError> {
     let mut out = Vec::new();
@@ -144,7 +147,8 @@ pub fn parse_cpuacct_usage_all(text: &str) -> Result<Vec<(u64, u64)>, FuseError>
         if f.len() != 3 {
             return Err(bad());
         }
-        let cpu: usize = f[0].parse().map_err(|_| bad())?;
+        // A cpu id beyond any kernel's NR_CPUS would size the vector from the file's text.
+        let cpu: usize = f[0].parse().ok().filter(|&c| c < MAX_CPUS).ok_or_else(bad)?;
         let vals = (f[1].parse().map_err(|_| bad())?, f[2].parse().map_err(|_| bad())?);
         if out.len() <= cpu {
             out.resize(cpu + 1, (0, 0));
@@ -437,6 +441,12 @@ mod tests {
         let per = parse_cpuacct_usage_all("cpu user system\n0 57257632592 16797353992\n1 67576801553 22579438007\n").unwrap();
         assert_eq!(per, vec![(57257632592, 16797353992), (67576801553, 22579438007)]);
         assert!(parse_cpuacct_usage_all("cpu user system\n0 1\n").is_err());
+        // Found by the fuzzer (src/fuzz.rs): a huge cpu id overflowed `cpu + 1` or made resize()
+        // allocate terabytes (an abort, not even a panic).
+        for id in ["18446744073709551615", "99999999999", "65536"] {
+            assert!(parse_cpuacct_usage_all(&format!("cpu user system\n{id} 1 2\n")).is_err(), "{id}");
+        }
+        assert_eq!(parse_cpuacct_usage_all("cpu user system\n65535 1 2\n").unwrap().len(), 65536);
         let (u, s) = parse_cpu_stat_v2("usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 0\n");
         assert_eq!((u, s), (2_000_000, 1_000_000));
     }
