@@ -45,6 +45,9 @@ static ORDERED_NAMESPACES: &[CloneFlags] = &[
     CLONE_NEWTIME_FLAG,
 ];
 
+/// nestrun patch: a detached sysfs mount made by `Namespaces::join_before_userns`.
+pub static PREMADE_SYSFS: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
 /// Holds information about namespaces
 pub struct Namespaces {
     command: Box<dyn Syscall>,
@@ -131,6 +134,90 @@ impl Namespaces {
             }
         }
 
+        Ok(())
+    }
+
+    /// nestrun patch: namespaces given by path that are joined before the user namespace is
+    /// made or joined, as runc does. One owned by another user namespace (podman's network
+    /// namespace, owned by the host's) cannot be joined from inside the container's: setns
+    /// needs CAP_SYS_ADMIN over its owner (EPERM), at create and at exec. Only net, ipc and
+    /// uts: pid and time take effect for children and are entered later anyway; mount and
+    /// cgroup must be entered last.
+    pub fn joined_before_userns(&self, flag: CloneFlags) -> bool {
+        self.namespace_map.contains_key(&CloneFlags::CLONE_NEWUSER)
+            && [CloneFlags::CLONE_NEWNET, CloneFlags::CLONE_NEWIPC, CloneFlags::CLONE_NEWUTS].contains(&flag)
+            && self.namespace_map.get(&flag).is_some_and(|ns| ns.path().is_some())
+    }
+
+    /// nestrun patch: a user namespace is made (not joined by path).
+    pub fn new_userns(&self) -> bool {
+        self.namespace_map.get(&CloneFlags::CLONE_NEWUSER).is_some_and(|ns| ns.path().is_none())
+    }
+
+    /// nestrun patch: join the namespaces of `joined_before_userns` (call before the user
+    /// namespace is made). When that includes the network namespace and the spec mounts
+    /// sysfs, the sysfs instance is made now, detached, (a sysfs mount needs CAP_SYS_ADMIN
+    /// over the network namespace's owner, which the container's root lacks) and kept in
+    /// `PREMADE_SYSFS` for the init process (a clone of this one) to move into place.
+    pub fn join_before_userns(&self, mounts: &[oci_spec::runtime::Mount]) -> Result<()> {
+        for flag in ORDERED_NAMESPACES.iter().filter(|f| self.joined_before_userns(**f)) {
+            if let Some(ns) = self.namespace_map.get(flag) {
+                self.unshare_or_setns(ns)?;
+            }
+        }
+        if self.joined_before_userns(CloneFlags::CLONE_NEWNET) && self.new_userns() {
+            if let Some(m) = mounts.iter().find(|m| m.typ().as_deref() == Some("sysfs")) {
+                use crate::syscall::linux::*;
+                let opts = m.options().clone().unwrap_or_default();
+                let attr = [("ro", MOUNT_ATTR_RDONLY), ("nosuid", MOUNT_ATTR_NOSUID), ("nodev", MOUNT_ATTR_NODEV), ("noexec", MOUNT_ATTR_NOEXEC)]
+                    .iter()
+                    .filter(|(o, _)| opts.iter().any(|x| x == o))
+                    .fold(0, |a, (_, f)| a | f);
+                let fsfd = self.command.fsopen(Some("sysfs"), 1 /* FSOPEN_CLOEXEC */)?;
+                use std::os::fd::AsFd;
+                self.command.fsconfig(fsfd.as_fd(), FSCONFIG_CMD_CREATE as u32, None, None, 0)?;
+                let mfd = self.command.fsmount(fsfd.as_fd(), 1 /* FSMOUNT_CLOEXEC */, Some(attr))?;
+                let _ = PREMADE_SYSFS.set(mfd);
+            }
+        }
+        Ok(())
+    }
+
+    /// nestrun patch: the `net.*` sysctls of a network namespace joined before the user
+    /// namespace are written now, as host root (the container's root has no say over a network
+    /// namespace its user namespace does not own: EACCES). `net.ipv4.ping_group_range` is in
+    /// the writer's ids, so the container's gids are translated through `gid_mappings`.
+    pub fn net_sysctls_before_userns(
+        &self,
+        sysctl: &collections::HashMap<String, String>,
+        gid_mappings: &[oci_spec::runtime::LinuxIdMapping],
+    ) -> Result<()> {
+        if !self.joined_before_userns(CloneFlags::CLONE_NEWNET) || !self.new_userns() {
+            return Ok(());
+        }
+        let to_host = |g: u32| {
+            gid_mappings
+                .iter()
+                .find(|m| g >= m.container_id() && g - m.container_id() < m.size())
+                .map(|m| m.host_id() + (g - m.container_id()))
+        };
+        for (k, v) in sysctl.iter().filter(|(k, _)| k.starts_with("net.")) {
+            let mut v = v.clone();
+            if k == "net.ipv4.ping_group_range" {
+                let ids: Vec<Option<u32>> = v.split_whitespace().map(|x| x.parse().ok().and_then(to_host)).collect();
+                match ids.as_slice() {
+                    [Some(lo), Some(hi)] => v = format!("{lo} {hi}"),
+                    _ => {
+                        tracing::warn!("{k}={v}: gids not mapped, not set");
+                        continue;
+                    }
+                }
+            }
+            let path = std::path::Path::new("/proc/sys").join(k.replace('.', "/"));
+            std::fs::write(&path, v.as_bytes()).inspect_err(|err| {
+                tracing::error!(?err, "failed to set sysctl {k}={v}");
+            })?;
+        }
         Ok(())
     }
 

@@ -105,6 +105,12 @@ pub fn container_intermediate_process(
     // namespace will be created, check
     // https://man7.org/linux/man-pages/man7/user_namespaces.7.html for more
     // information
+    // nestrun patch: path namespaces the new user namespace could not join (see
+    // `Namespaces::joined_before_userns`) are joined now, as host root.
+    namespaces.join_before_userns(spec.mounts().as_deref().unwrap_or_default())?;
+    if let Some(sysctl) = linux.sysctl() {
+        namespaces.net_sysctls_before_userns(sysctl, linux.gid_mappings().as_deref().unwrap_or_default())?;
+    }
     if let Some(user_namespace) = namespaces.get(LinuxNamespaceType::User)? {
         setup_userns(
             &namespaces,

@@ -204,6 +204,26 @@ impl Mount {
 
                 self.check_proc_mount(options.root, mount)?;
 
+                // nestrun patch: the sysfs made before the user namespace (see
+                // `Namespaces::join_before_userns`) is moved into place.
+                if let (Some(fd), "sysfs") = (crate::namespaces::PREMADE_SYSFS.get(), typ) {
+                    fs::create_dir_all(&dest_path).map_err(|e| MountError::Other(e.into()))?;
+                    let dest = nix::fcntl::open(
+                        &dest_path,
+                        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(|e| MountError::Other(e.into()))?;
+                    let dest = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dest) };
+                    self.syscall
+                        .move_mount(fd.as_fd(), None, dest.as_fd(), None, linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH)
+                        .map_err(|err| {
+                            tracing::error!("failed to move the premade sysfs to {}: {}", dest_path.display(), err);
+                            err
+                        })?;
+                    return Ok(());
+                }
+
                 self.mount_into_container(mount, options.root, &mount_option_config, options.label)
                     .map_err(|err| {
                         tracing::error!("failed to mount {:?}: {}", mount, err);

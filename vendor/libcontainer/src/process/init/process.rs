@@ -140,7 +140,13 @@ pub fn container_init_process(
         })?;
 
         if let Some(kernel_params) = ctx.linux.sysctl() {
-            sysctl(kernel_params)?;
+            // nestrun patch: net.* ones were written before the user namespace when the
+            // network namespace was joined then (`Namespaces::net_sysctls_before_userns`).
+            let mut kernel_params = kernel_params.clone();
+            if ctx.ns.joined_before_userns(CloneFlags::CLONE_NEWNET) && ctx.ns.new_userns() {
+                kernel_params.retain(|k, _| !k.starts_with("net."));
+            }
+            sysctl(&kernel_params)?;
         }
     }
 
@@ -629,6 +635,7 @@ fn apply_rest_namespaces(
             ns_type != CloneFlags::CLONE_NEWUSER
                 && ns_type != CloneFlags::CLONE_NEWPID
                 && ns_type != crate::namespaces::CLONE_NEWTIME_FLAG
+                && !namespaces.joined_before_userns(ns_type) // nestrun patch
         })
         .map_err(|err| {
             tracing::error!(
