@@ -23,8 +23,22 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
     if c.status() != libcontainer::container::ContainerStatus::Running && !(a.ignore_paused && c.status() == libcontainer::container::ContainerStatus::Paused) {
         anyhow::bail!("container {id:?} is {}, not running: cannot exec", c.status());
     }
+    // System containers: rlimits above the runtime's hard limits are clamped, as at create
+    // (podman's exec process asks for RLIMIT_NOFILE 1048576; raising it fails with EPERM).
+    let mut process_file = a.process.clone();
+    let mut clamped = None;
+    if let (Some(p), Some(rec)) = (&a.process, lifecycle::record(&ctx.root, &id)) {
+        let mut proc_: libcontainer::oci_spec::runtime::Process = serde_json::from_slice(&std::fs::read(p)?)?;
+        if rec.mode == crate::facts::Mode::System && proc_.rlimits().is_some() {
+            crate::rewrite::security::clamp_rlimits(&mut proc_, &lifecycle::rlimit_hard());
+            let f = crate::sidecar::dir(&ctx.root, &id).join(format!("exec-{}.json", std::process::id()));
+            std::fs::write(&f, serde_json::to_vec(&proc_)?)?;
+            process_file = Some(f.clone());
+            clamped = Some(f);
+        }
+    }
     let lc = |source| LifecycleError::Libcontainer { id: id.clone(), source };
-    let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+    let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&ctx.root)
         .map_err(lc)?
         .with_console_socket(a.console_socket.as_ref())
@@ -35,7 +49,7 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
         .with_detach(a.detach)
         .with_cwd(a.cwd.as_ref())
         .with_env(a.env.clone().into_iter().collect())
-        .with_process(a.process.as_ref())
+        .with_process(process_file.as_ref())
         .with_no_new_privs(a.no_new_privs)
         .with_container_args(a.command.clone())
         .with_additional_gids(a.additional_gids.clone())
@@ -44,8 +58,11 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
         .with_capabilities(a.cap.clone())
         .with_ignore_paused(a.ignore_paused)
         .with_sub_cgroup(a.cgroup.clone())
-        .build()
-        .map_err(lc)?;
+        .build();
+    if let Some(f) = clamped {
+        let _ = std::fs::remove_file(f);
+    }
+    let pid = built.map_err(lc)?;
     if a.detach {
         return Ok(0);
     }

@@ -38,7 +38,7 @@ pub fn runtime_caps() -> Vec<String> {
         .collect()
 }
 
-fn rlimit_hard() -> Vec<(String, u64)> {
+pub fn rlimit_hard() -> Vec<(String, u64)> {
     use nix::sys::resource::{getrlimit, Resource as R};
     [
         ("RLIMIT_NOFILE", R::RLIMIT_NOFILE),

@@ -14,7 +14,7 @@ mod gather;
 mod teardown;
 
 pub use create::{create, CreateArgs};
-pub use gather::runtime_caps;
+pub use gather::{rlimit_hard, runtime_caps};
 pub use teardown::{delete, teardown};
 
 #[derive(Debug, thiserror::Error)]

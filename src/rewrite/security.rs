@@ -97,6 +97,21 @@ pub fn default_profile() -> LinuxSeccomp {
         .expect("all fields set")
 }
 
+/// Clamp the process's rlimits to `hard` (the runtime's own hard limits, by name). Also used
+/// for `exec` (podman's exec process asks for RLIMIT_NOFILE 1048576).
+pub fn clamp_rlimits(process: &mut libcontainer::oci_spec::runtime::Process, hard: &[(String, u64)]) {
+    if let Some(mut rl) = process.rlimits().clone() {
+        for r in rl.iter_mut() {
+            let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            if let Some((_, max)) = hard.iter().find(|(n, _)| *n == name) {
+                let (hard, soft) = (r.hard().min(*max), r.soft().min(*max));
+                *r = PosixRlimitBuilder::default().typ(r.typ()).hard(hard).soft(soft).build().expect("all fields set");
+            }
+        }
+        process.set_rlimits(Some(rl));
+    }
+}
+
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     let caps: std::collections::HashSet<Capability> =
         facts.runtime_caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
@@ -110,16 +125,7 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
         pc.set_permitted(Some(caps));
     }
     process.set_capabilities(Some(pc));
-    if let Some(mut rl) = process.rlimits().clone() {
-        for r in rl.iter_mut() {
-            let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            if let Some((_, max)) = facts.rlimit_hard.iter().find(|(n, _)| *n == name) {
-                let (hard, soft) = (r.hard().min(*max), r.soft().min(*max));
-                *r = PosixRlimitBuilder::default().typ(r.typ()).hard(hard).soft(soft).build().expect("all fields set");
-            }
-        }
-        process.set_rlimits(Some(rl));
-    }
+    clamp_rlimits(process, &facts.rlimit_hard);
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
     let profile = match linux.seccomp().clone() {
         Some(p) if p.default_action() == LinuxSeccompAction::ScmpActAllow => p,
