@@ -7,7 +7,9 @@
 pub mod util;
 
 mod badinput;
+mod concurrency;
 mod ctr;
 mod docker;
 mod podman;
+mod proc;
 mod system;

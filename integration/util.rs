@@ -251,3 +251,116 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+// ---- nestrun's traces of a docker container, and the leftover check ------------------------
+
+/// Host pids of a container, from `docker top -o pid`.
+pub fn top_pids(c: &Ctr) -> Vec<i32> {
+    let o = docker(&["top", &c.name, "-o", "pid"]).ok();
+    o.stdout.lines().skip(1).filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The container's host uid range from its init's uid_map (must start at 0, in the pool).
+pub fn range_of(c: &Ctr) -> (u64, u64) {
+    let (inside, outside, count) = uid_map(c.pid());
+    assert_eq!(inside, 0, "uid_map of {} should start at 0", c.name);
+    assert!(outside >= POOL_START as u64, "container root of {} maps to host uid {outside}, below the pool", c.name);
+    (outside, count)
+}
+
+/// Host pids of `nestrun fuse-serve` servers whose arguments name `id` (mount point and
+/// cgroup path both contain the container id).
+pub fn fuse_server_pids(id: &str) -> Vec<i32> {
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().any(|a| a == "fuse-serve") && args.iter().any(|a| a.contains(id)) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Everything nestrun made for a container, seen from the host.
+#[derive(Debug)]
+pub struct Traces {
+    pub mounts: Vec<String>,
+    pub mnt_dirs: Vec<PathBuf>,
+    pub leases: Vec<PathBuf>,
+    pub data: Vec<PathBuf>,
+    pub cgroups: Vec<PathBuf>,
+    pub fuse_servers: Vec<i32>,
+}
+
+impl Traces {
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
+    }
+}
+
+/// nestrun's traces of the docker container with full id `id` (cgroup parent `docker`).
+pub fn traces(id: &str) -> Traces {
+    Traces {
+        mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
+        mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
+        leases: leases_naming(&format!("/.nestrun/{id}")),
+        data: entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-")),
+        cgroups: cgroup_dirs(&format!("docker/{id}")),
+        fuse_servers: fuse_server_pids(id),
+    }
+}
+
+/// Panics naming each kind of leftover of container `id`.
+pub fn assert_no_traces(id: &str) {
+    let after = traces(id);
+    assert!(after.mounts.is_empty(), "{id}: mounts left: {:?}", after.mounts);
+    assert!(after.mnt_dirs.is_empty(), "{id}: mount dirs left: {:?}", after.mnt_dirs);
+    assert!(after.leases.is_empty(), "{id}: uid leases left: {:?}", after.leases);
+    assert!(after.data.is_empty(), "{id}: data dirs left: {:?}", after.data);
+    assert!(after.cgroups.is_empty(), "{id}: cgroups left: {:?}", after.cgroups);
+    assert!(after.fuse_servers.is_empty(), "{id}: fuse-serve processes left: {:?}", after.fuse_servers);
+}
+
+/// Host pids in the container's uid range that belong to it (their cgroup names the id: a new
+/// container may lease the same range as soon as this one is gone).
+pub fn own_pids(id: &str, start: u64) -> Vec<i32> {
+    pids_in_uid_range(start, 65536).into_iter().filter(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|s| s.contains(id))).collect()
+}
+
+/// `docker rm -f` of a running system container leaves nothing on the host.
+pub fn assert_rm_cleans(c: &Ctr) {
+    let id = c.id();
+    let (start, _) = range_of(c);
+    let before = traces(&id);
+    let pids = own_pids(&id, start);
+    assert!(
+        !before.mounts.is_empty() && !before.leases.is_empty() && !before.cgroups.is_empty() && !before.fuse_servers.is_empty(),
+        "the checks must see the running container: {before:?}"
+    );
+    assert!(!pids.is_empty(), "no processes found in the range {start}");
+    docker(&["rm", "-f", &c.name]).ok();
+    assert_no_traces(&id);
+    let alive: Vec<_> = pids.iter().filter(|p| proc_uid(**p).is_some_and(|u| (u as u64) >= start && (u as u64) < start + 65536)).collect();
+    assert!(alive.is_empty(), "container processes survived docker rm -f: {alive:?}");
+    assert!(own_pids(&id, start).is_empty(), "processes of {id} still run");
+}
+
+/// A nested DinD container whose inner dockerd answers (`dind-wait secs`).
+pub fn start_dind(test: &str, secs: u32) -> Ctr {
+    let c = Ctr::start(test, &[DIND]);
+    let o = c.exec(&["dind-wait", &secs.to_string()]);
+    if o.code != 0 {
+        let logs = docker(&["logs", "--tail", "40", &c.name]);
+        panic!("inner dockerd of {} not ready: {o:?}\ncontainer logs:\n{}{}", c.name, logs.stdout, logs.stderr);
+    }
+    c
+}
+
+/// Percentile (0..=100) of a non-empty list of durations, nearest rank.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    assert!(!sorted.is_empty());
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
