@@ -35,6 +35,9 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
             .size(facts.id_size)
             .build()
             .expect("all fields set");
+        // The allocator's range passes the same checks: host root is never mapped, and the
+        // output must pass them when it is rewritten again (as an engine mapping).
+        validate("uid", &[map])?;
         linux.set_uid_mappings(Some(vec![map]));
         linux.set_gid_mappings(Some(vec![map]));
     }
@@ -87,6 +90,20 @@ mod tests {
         spec.linux_mut().as_mut().unwrap().set_sysctl(Some(sysctl));
         let out = rewrite(spec, &facts()).unwrap();
         assert_eq!(out.linux().as_ref().unwrap().sysctl().as_ref().unwrap()["net.ipv4.ping_group_range"], "0 65535");
+    }
+
+    #[test]
+    fn the_allocated_range_is_validated_too() {
+        // Found by the fuzzer (src/fuzz.rs): facts with hostID 0 mapped host root, and a range
+        // smaller than 65536 (or overflowing) was written out, then refused when the output
+        // was rewritten again (not idempotent).
+        let with = |host_id, id_size| crate::facts::Facts { host_id, id_size, ..facts() };
+        let e = |f| rewrite(docker_like(), &f).unwrap_err().to_string();
+        assert_eq!(e(with(0, 65536)), "linux.uidMappings: maps host root (hostID 0) into the container");
+        assert_eq!(e(with(1 << 20, 1000)), "linux.uidMappings: size 1000 is smaller than 65536");
+        assert!(e(with(u32::MAX - 10, 65536)).ends_with("overflows"));
+        let out = rewrite(docker_like(), &facts()).unwrap();
+        assert_eq!(rewrite(out.clone(), &facts()).unwrap(), out);
     }
 
     #[test]
