@@ -43,7 +43,6 @@ impl Drop for PodGuard {
 }
 
 #[test]
-#[ignore = "runtime bug: podman --rm mounts overlay with volatile; the kernel refuses nestrun's second overlay on the marked workdir (EINVAL)"]
 fn podman_run_echo() {
     need_engines!("podman_run_echo");
     ensure_image();
@@ -58,7 +57,6 @@ fn podman_run_echo() {
 }
 
 #[test]
-#[ignore = "runtime bug: podman run -d fails: 'failed to initialize container process: EPERM' (not yet investigated)"]
 fn podman_exec() {
     need_engines!("podman_exec");
     ensure_image();
