@@ -8,7 +8,8 @@
 //!   the new mount API, ...) are allowed: each is checked by the kernel against the caller's
 //!   user namespace. Syscalls that act on the host whatever namespace the caller is in (module
 //!   loading, kexec, clocks, swap, acct, raw I/O ports, bpf/perf, open_by_handle_at) stay denied,
-//!   also when the engine sent no profile at all (--privileged, seccomp=unconfined).
+//!   also when the engine sent no profile at all (--privileged, seccomp=unconfined) or one that
+//!   allows by default.
 //! - Rlimits above the runtime's own hard limits are clamped: raising them needs
 //!   CAP_SYS_RESOURCE on the host, and the create would fail with "error setting rlimit".
 use libcontainer::oci_spec::runtime::{
@@ -48,6 +49,35 @@ fn syscall_rule(names: &[&str], action: LinuxSeccompAction, errno: Option<u32>) 
     b.build().expect("all fields set")
 }
 
+/// Actions under which a syscall goes ahead (LOG allows it and logs it).
+fn allows(action: LinuxSeccompAction) -> bool {
+    matches!(action, LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog)
+}
+
+/// An engine profile that allows by default (a deny-list: `--security-opt seccomp=...` with
+/// defaultAction SCMP_ACT_ALLOW): host-acting calls are taken out of its allow rules and denied
+/// by one more rule, for those the engine does not already deny unconditionally.
+pub fn deny_host_calls(mut profile: LinuxSeccomp) -> LinuxSeccomp {
+    let mut rules: Vec<LinuxSyscall> = Vec::new();
+    for mut r in profile.syscalls().clone().unwrap_or_default() {
+        if allows(r.action()) {
+            let names: Vec<String> = r.names().iter().filter(|n| !HOST_SYSCALLS.contains(&n.as_str())).cloned().collect();
+            if names.is_empty() {
+                continue;
+            }
+            r.set_names(names);
+        }
+        rules.push(r);
+    }
+    let denied = |h: &str| rules.iter().any(|r| !allows(r.action()) && r.args().as_ref().is_none_or(|a| a.is_empty()) && r.names().iter().any(|n| n == h));
+    let missing: Vec<&str> = HOST_SYSCALLS.iter().copied().filter(|h| !denied(h)).collect();
+    if !missing.is_empty() {
+        rules.push(syscall_rule(&missing, LinuxSeccompAction::ScmpActErrno, Some(EPERM)));
+    }
+    profile.set_syscalls(Some(rules));
+    profile
+}
+
 /// The engine's profile with host-acting calls removed from every allow rule, conditional
 /// allow rules for nested calls made unconditional, and one allow rule for nested calls.
 pub fn relax(mut profile: LinuxSeccomp) -> LinuxSeccomp {
@@ -67,7 +97,7 @@ pub fn relax(mut profile: LinuxSeccomp) -> LinuxSeccomp {
             }
             r.set_names(names);
         }
-        if r.action() == allow {
+        if allows(r.action()) {
             let conditional = r.args().as_ref().is_some_and(|a| !a.is_empty());
             let names: Vec<String> = r
                 .names()
@@ -112,10 +142,12 @@ pub fn clamp_rlimits(process: &mut libcontainer::oci_spec::runtime::Process, har
     }
 }
 
-pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+/// The process's capabilities and rlimits in a system container: bounding set = the runtime's,
+/// all of them effective for uid 0, rlimits clamped. Used for the init (`rewrite`) and for every
+/// `exec`'d process, so `docker exec` root has the same privileges as the container's init.
+pub fn process_privileges(process: &mut libcontainer::oci_spec::runtime::Process, runtime_caps: &[String], rlimit_hard: &[(String, u64)]) {
     let caps: std::collections::HashSet<Capability> =
-        facts.runtime_caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
-    let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
+        runtime_caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
     let mut pc = process.capabilities().clone().unwrap_or_default();
     pc.set_bounding(Some(caps.clone()));
     // Only root gets them effective: a `--user 1000` process keeps the engine's sets (it can
@@ -125,10 +157,15 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
         pc.set_permitted(Some(caps));
     }
     process.set_capabilities(Some(pc));
-    clamp_rlimits(process, &facts.rlimit_hard);
+    clamp_rlimits(process, rlimit_hard);
+}
+
+pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+    let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
+    process_privileges(process, &facts.runtime_caps, &facts.rlimit_hard);
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
     let profile = match linux.seccomp().clone() {
-        Some(p) if p.default_action() == LinuxSeccompAction::ScmpActAllow => p,
+        Some(p) if allows(p.default_action()) => deny_host_calls(p),
         Some(p) => relax(p),
         None => default_profile(),
     };
@@ -167,6 +204,39 @@ mod tests {
         }
         assert_eq!(out.syscalls().as_ref().unwrap().len(), 2, "the conditional clone rule is gone");
         assert_eq!(relax(out.clone()), out, "idempotent");
+    }
+
+    #[test]
+    fn allow_by_default_profiles_and_log_rules_never_let_host_calls_through() {
+        // Found by the fuzzer (src/fuzz.rs): an engine profile with defaultAction ALLOW (or
+        // LOG) was kept as is, so kexec_load, init_module, ... were allowed; a LOG rule in a
+        // deny-by-default profile let its host calls through too.
+        for default in [LinuxSeccompAction::ScmpActAllow, LinuxSeccompAction::ScmpActLog] {
+            let p = LinuxSeccompBuilder::default()
+                .default_action(default)
+                .syscalls(vec![
+                    syscall_rule(&["bpf", "read"], LinuxSeccompAction::ScmpActAllow, None),
+                    syscall_rule(&["kexec_load", "ptrace"], LinuxSeccompAction::ScmpActErrno, Some(38)),
+                ])
+                .build()
+                .unwrap();
+            let mut spec = docker_like();
+            spec.linux_mut().as_mut().unwrap().set_seccomp(Some(p));
+            let out = rewrite(spec, &facts()).unwrap();
+            let p = out.linux().as_ref().unwrap().seccomp().clone().unwrap();
+            let denied = names(&p, LinuxSeccompAction::ScmpActErrno);
+            for h in HOST_SYSCALLS {
+                assert_eq!(denied.iter().filter(|n| n == h).count(), 1, "{h} denied exactly once: {denied:?}");
+            }
+            assert_eq!(names(&p, LinuxSeccompAction::ScmpActAllow), vec!["read"]);
+            assert_eq!(rewrite(out.clone(), &facts()).unwrap(), out, "idempotent");
+        }
+        let p = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![syscall_rule(&["swapoff", "read"], LinuxSeccompAction::ScmpActLog, None)])
+            .build()
+            .unwrap();
+        assert_eq!(names(&relax(p), LinuxSeccompAction::ScmpActLog), vec!["read"]);
     }
 
     #[test]
