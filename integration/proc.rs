@@ -114,7 +114,6 @@ fn net_sysctl_in_own_netns_from_init() {
 
 /// The same from a `docker exec`'d root shell: it should have the init's privileges.
 #[test]
-#[ignore = "runtime bug: a docker exec'd root process gets docker's default capabilities from process.json (no CAP_NET_ADMIN), not the init's; EACCES on its own netns's sysctls"]
 fn net_sysctl_in_own_netns_from_exec() {
     need_engines!("net_sysctl_in_own_netns_from_exec");
     let host = host_sysctl("/proc/sys/net/ipv4/ip_forward");

@@ -23,14 +23,17 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
     if c.status() != libcontainer::container::ContainerStatus::Running && !(a.ignore_paused && c.status() == libcontainer::container::ContainerStatus::Paused) {
         anyhow::bail!("container {id:?} is {}, not running: cannot exec", c.status());
     }
-    // System containers: rlimits above the runtime's hard limits are clamped, as at create
-    // (podman's exec process asks for RLIMIT_NOFILE 1048576; raising it fails with EPERM).
+    // System containers: the engine's process file gets the init's privileges (capabilities:
+    // docker's exec process carries docker's default set, so exec'd root lacked e.g.
+    // CAP_NET_ADMIN for its own netns's sysctls) and rlimits clamped as at create (podman's
+    // exec process asks for RLIMIT_NOFILE 1048576; raising it fails with EPERM). Without a
+    // process file libcontainer takes the capabilities from the rewritten spec already.
     let mut process_file = a.process.clone();
     let mut clamped = None;
     if let (Some(p), Some(rec)) = (&a.process, lifecycle::record(&ctx.root, &id)) {
         let mut proc_: libcontainer::oci_spec::runtime::Process = serde_json::from_slice(&std::fs::read(p)?)?;
-        if rec.mode == crate::facts::Mode::System && proc_.rlimits().is_some() {
-            crate::rewrite::security::clamp_rlimits(&mut proc_, &lifecycle::rlimit_hard());
+        if rec.mode == crate::facts::Mode::System {
+            crate::rewrite::security::process_privileges(&mut proc_, &lifecycle::runtime_caps(), &lifecycle::rlimit_hard());
             let f = crate::sidecar::dir(&ctx.root, &id).join(format!("exec-{}.json", std::process::id()));
             std::fs::write(&f, serde_json::to_vec(&proc_)?)?;
             process_file = Some(f.clone());
