@@ -186,9 +186,16 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         std::fs::create_dir_all(&src).map_err(host::io("create data dir", &src))?;
         let seed = rootfs.join(&d[1..]);
         if seed.is_dir() && std::fs::read_dir(&seed).is_ok_and(|mut r| r.next().is_some()) {
-            let st = std::process::Command::new("cp").arg("-a").arg(seed.join(".")).arg(&src).status();
-            if !st.is_ok_and(|s| s.success()) {
-                tracing::warn!("could not seed {} from the image", src.display());
+            // A data dir seeded in part (e.g. its file system is full) would be a broken
+            // /var/lib/docker: the create fails instead, with cp's first complaint.
+            let out = std::process::Command::new("cp").arg("-a").arg(seed.join(".")).arg(&src).stdin(std::process::Stdio::null()).output();
+            let why = match &out {
+                Ok(o) if o.status.success() => None,
+                Ok(o) => Some(String::from_utf8_lossy(&o.stderr).lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("cp failed").to_string()),
+                Err(e) => Some(format!("cannot run cp: {e}")),
+            };
+            if let Some(why) = why {
+                return Err(LifecycleError::Other { id: id.into(), msg: format!("cannot seed data dir {} from the image's {d}: {why}", src.display()) });
             }
         }
         facts.data_dirs.push(DataDir { destination: d.into(), source: src });
