@@ -161,7 +161,7 @@ pub fn parse_cpuacct_usage_all(text: &str) -> Result<Vec<(u64, u64)>, FuseError>
 /// v2 cpu.stat: (user_ns, system_ns).
 pub fn parse_cpu_stat_v2(text: &str) -> (u64, u64) {
     let get = |key: &str| stat_fields(text).find(|(k, _)| *k == key).map_or(0, |(_, v)| v);
-    (get("user_usec") * 1000, get("system_usec") * 1000)
+    (get("user_usec").saturating_mul(1000), get("system_usec").saturating_mul(1000))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +341,7 @@ impl Cgroup {
         }
         if let Some(t) = read_opt(&dir.join("cpuacct.usage_all"))? {
             let per = parse_cpuacct_usage_all(&t)?;
-            let (u, s) = per.iter().fold((0, 0), |(a, b), (u, s)| (a + u, b + s));
+            let (u, s) = per.iter().fold((0u64, 0u64), |(a, b), (u, s)| (a.saturating_add(*u), b.saturating_add(*s)));
             return Ok(Some(CpuUsage { user_ns: u, system_ns: s, per_cpu: Some(per) }));
         }
         match read_opt(&dir.join("cpuacct.usage"))? {
@@ -447,6 +447,8 @@ mod tests {
             assert!(parse_cpuacct_usage_all(&format!("cpu user system\n{id} 1 2\n")).is_err(), "{id}");
         }
         assert_eq!(parse_cpuacct_usage_all("cpu user system\n65535 1 2\n").unwrap().len(), 65536);
+        // Found by the fuzzer (src/fuzz.rs): usec * 1000 overflowed (a panic in debug builds).
+        assert_eq!(parse_cpu_stat_v2("user_usec 18446744073709551615\nsystem_usec 18446744073709551\n"), (u64::MAX, 18446744073709551000));
         let (u, s) = parse_cpu_stat_v2("usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 0\n");
         assert_eq!((u, s), (2_000_000, 1_000_000));
     }

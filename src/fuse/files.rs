@@ -100,7 +100,7 @@ impl Sources {
             }
             Kind::Uptime => {
                 let (visible, _) = self.visible_cpus(&self.host("stat")?)?;
-                let busy = self.cgroup.cpu_usage()?.map_or(0.0, |u| (u.user_ns + u.system_ns) as f64 / 1e9);
+                let busy = self.cgroup.cpu_usage()?.map_or(0.0, |u| u.user_ns.saturating_add(u.system_ns) as f64 / 1e9);
                 misc::uptime(self.age(), busy, visible.len())
             }
             Kind::Loadavg => misc::loadavg(&self.host("loadavg")?, self.cgroup.pids_current()?),
