@@ -47,10 +47,19 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
     std::fs::create_dir_all(root.join(sidecar::DIR)).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let root = std::fs::canonicalize(root).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let sdir = sidecar::dir(&root, id);
-    // create_dir (not _all): of two racing creates of one id, exactly one gets here.
-    match std::fs::create_dir(&sdir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(LifecycleError::Exists { id: id.into(), root }),
-        r => r.map_err(|source| LifecycleError::State { path: sdir.clone(), source })?,
+    // create_dir (not _all): of two racing creates of one id, exactly one gets here. A
+    // concurrent teardown of the last container may remove the empty `.nestrun` in between:
+    // then make it again and retry.
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir(&sdir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(LifecycleError::Exists { id: id.into(), root }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => {
+                tries += 1;
+                let _ = std::fs::create_dir_all(root.join(sidecar::DIR));
+            }
+            r => break r.map_err(|source| LifecycleError::State { path: sdir.clone(), source })?,
+        }
     }
     let mut rec = Record { id: id.into(), bundle: bundle_dir.clone(), rootfs: rootfs.clone(), mode: mode_of(&spec), ..Record::default() };
     super::fault_point("sidecar");

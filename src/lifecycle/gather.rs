@@ -123,6 +123,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     // ID-mapped rootfs and bind sources. Every mount is made below the mount dir, so teardown
     // finds them by location even if this process dies before recording anything.
     let mdir = crate::sidecar::mnt_dir(root, id);
+    if mdir.exists() {
+        // Left by a container of this root and id whose state vanished: start clean.
+        super::teardown::clear_mounts(&mdir, true);
+    }
     crate::sidecar::create_traversable(&mdir).map_err(host::io("create", &mdir))?;
     let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
     let mut made = Vec::new();

@@ -11,7 +11,7 @@ use crate::subid::SubidError;
 
 mod create;
 mod gather;
-mod teardown;
+pub(crate) mod teardown;
 
 pub use create::{create, CreateArgs};
 pub use gather::{rlimit_hard, runtime_caps};
@@ -53,7 +53,8 @@ pub fn fault_point(point: &str) {
 }
 
 // The points, in the order create passes them: sidecar, lease, cgroup, rootfs, datadirs,
-// created, fuse (integration/faults.rs walks them all).
+// created, fuse; and "delete", between libcontainer's delete and teardown
+// (integration/faults/ walks them all).
 
 /// runc's rule for ids, stated in the error: letters, digits and `_ + - .`, not `.` or `..`.
 pub fn validate_id(id: &str) -> Result<(), LifecycleError> {

@@ -38,6 +38,24 @@ fn wait_empty(cgroup_path: &Path) {
     }
 }
 
+/// Unmount everything at or below `dir` (deepest first); with `remove`, remove it too.
+pub fn clear_mounts(dir: &Path, remove: bool) {
+    let entries = mountinfo::read();
+    let mut mounts: Vec<_> = mountinfo::under(&entries, dir).map(|e| e.mount_point.clone()).collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        host::unmount(&m);
+    }
+    if !remove {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", dir.display());
+        }
+    }
+}
+
 /// Undo all host-side work for `id`. Idempotent; never fails (it logs what it could not undo).
 pub fn teardown(root: &Path, id: &str) {
     let sdir = sidecar::dir(root, id);
@@ -52,19 +70,8 @@ pub fn teardown(root: &Path, id: &str) {
         wait_empty(cg);
         cgroup::remove_tree(cg, true);
     }
-    // Mounts below the mount dir (and the sidecar dir), deepest first.
-    let mdir = sidecar::mnt_dir(root, id);
-    let entries = mountinfo::read();
-    let mut mounts: Vec<_> = mountinfo::under(&entries, &mdir).chain(mountinfo::under(&entries, &sdir)).map(|e| e.mount_point.clone()).collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in mounts {
-        host::unmount(&m);
-    }
-    if let Err(e) = std::fs::remove_dir_all(&mdir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("cannot remove {}: {e}", mdir.display());
-        }
-    }
+    clear_mounts(&sdir, false);
+    clear_mounts(&sidecar::mnt_dir(root, id), true);
     for w in rec.work_dirs.iter().filter(|w| crate::host::overlay::is_own_work(w)) {
         if let Err(e) = std::fs::remove_dir_all(w) {
             if e.kind() != std::io::ErrorKind::NotFound {
