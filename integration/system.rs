@@ -90,9 +90,9 @@ fn dind_two_stage_build() {
 
 /// Files the inner dockerd writes under /var/lib/docker are owned on the host by the
 /// container's range. The dind image declares VOLUME /var/lib/docker, so docker mounts a volume
-/// there, which nestrun ID-maps instead of using its host-backed data dir.
+/// there, which nestrun re-owns to the range (an ID-mapped bind would leave the inner files
+/// owned by host uid 0 on disk) instead of using its host-backed data dir.
 #[test]
-#[ignore = "the VOLUME at /var/lib/docker is an ID-mapped bind: inner files are host uid 0 (see report)"]
 fn dind_var_lib_docker_owned_by_range_on_host() {
     need_engines!("dind_var_lib_docker_owned_by_range_on_host");
     let c = start_dind("dind-owner", 120);
