@@ -13,3 +13,4 @@ mod docker;
 mod podman;
 mod proc;
 mod system;
+mod systemd;
