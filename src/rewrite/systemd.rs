@@ -15,9 +15,13 @@ pub fn rewrite(mut spec: Spec, _facts: &Facts) -> Result<Spec, RewriteError> {
     if !is_systemd(&spec) {
         return Ok(spec);
     }
-    for (dest, opts) in [("/run", "mode=755,size=65536k"), ("/run/lock", "mode=1777,size=5120k")] {
-        let mut o: Vec<String> = ["rw", "nosuid", "nodev", "noexec"].map(String::from).to_vec();
-        o.push(opts.to_string());
+    // One option per element: libcontainer hands each `k=v` to fsconfig(2) as a single key, so
+    // a joined "mode=755,size=65536k" is mode="755,size=65536k" and the mount fails with EINVAL.
+    // /run is not noexec (systemd mounts its own /run without it); /run/lock is.
+    let run: &[&str] = &["rw", "nosuid", "nodev", "mode=755", "size=65536k"];
+    let lock: &[&str] = &["rw", "nosuid", "nodev", "noexec", "mode=1777", "size=5120k"];
+    for (dest, opts) in [("/run", run), ("/run/lock", lock)] {
+        let o: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
         let m = MountBuilder::default().destination(dest).typ("tmpfs").source("tmpfs").options(o).build().expect("all fields set");
         add_mount(&mut spec, m);
     }
@@ -29,4 +33,39 @@ pub fn rewrite(mut spec: Spec, _facts: &Facts) -> Result<Spec, RewriteError> {
         p.set_env(Some(env));
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::testutil::{docker_like, facts};
+    use libcontainer::oci_spec::runtime::ProcessBuilder;
+
+    fn with_args(args: &[&str]) -> Spec {
+        let mut spec = docker_like();
+        spec.set_process(Some(ProcessBuilder::default().args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).build().unwrap()));
+        spec
+    }
+
+    #[test]
+    fn init_gets_run_tmpfs_with_one_option_per_element() {
+        let spec = rewrite(with_args(&["/sbin/init"]), &facts()).unwrap();
+        let ms = spec.mounts().clone().unwrap();
+        for dest in ["/run", "/run/lock"] {
+            let m = ms.iter().find(|m| m.destination().to_str() == Some(dest)).unwrap_or_else(|| panic!("no {dest} mount"));
+            assert_eq!(m.typ().as_deref(), Some("tmpfs"));
+            for o in m.options().as_ref().unwrap() {
+                assert!(!o.contains(','), "{dest}: option {o:?} joins several (fsconfig takes one key each)");
+            }
+        }
+        let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+        assert!(env.contains(&"container=nestrun".to_string()), "{env:?}");
+    }
+
+    #[test]
+    fn other_processes_are_untouched() {
+        let before = with_args(&["sh"]);
+        let after = rewrite(before.clone(), &facts()).unwrap();
+        assert_eq!(before, after);
+    }
 }
