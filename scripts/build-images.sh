@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Usage: scripts/build-images.sh [--docker-host unix:///path.sock] [--force] [--no-dind]
+#                               [--no-systemd]
 #
 # Builds nestrun's test images from the host's own Debian packages (no registry
 # is reachable) and `docker import`s them into a dockerd:
@@ -9,7 +10,16 @@
 #                                docker-proxy/iptables(legacy+nft)/ip/mount + libs
 #                                + busybox; /images/busybox.tar baked in;
 #                                ENTRYPOINT docker-init -- dind-entrypoint
-# (A systemd-as-PID-1 image is not built yet.)
+#   nestrun-test/systemd:latest  Debian bookworm (debootstrap --variant=minbase, from
+#                                $NESTRUN_DEBIAN_MIRROR, default deb.debian.org) with
+#                                systemd, dbus, docker.io, containerd, runc, iptables
+#                                (legacy), iproute2, procps; docker.service enabled,
+#                                units that cannot work in a container masked,
+#                                /images/busybox.tar loaded by a oneshot unit;
+#                                CMD /sbin/init, STOPSIGNAL SIGRTMIN+3.
+#                                Needs the Debian mirror on the first build (then
+#                                cached); if debootstrap fails the image is skipped
+#                                with a warning. --no-systemd skips it.
 # Root filesystems are cached as tarballs under $NESTRUN_IMAGE_CACHE
 # (default /var/cache/nestrun-test/images/*.tar) and rebuilt only when missing
 # (or --force). An image is (re)imported when it is missing from the target
@@ -24,12 +34,17 @@ set -euo pipefail
 IMAGE_VERSION=7
 FORCE=0
 WANT_DIND=1
+WANT_SYSTEMD=1
+# bump when the systemd image contents change (separate from IMAGE_VERSION: it
+# is slow to rebuild and needs the network)
+SYSTEMD_IMAGE_VERSION=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --docker-host) DOCKER_HOST=$2; shift 2 ;;
     --docker-host=*) DOCKER_HOST=${1#*=}; shift ;;
     --force) FORCE=1; shift ;;
     --no-dind) WANT_DIND=0; shift ;;
+    --no-systemd) WANT_SYSTEMD=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -217,6 +232,87 @@ if [[ "$WANT_DIND" == 1 ]]; then
     'VOLUME /var/lib/docker' \
     'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
     'CMD []'
+fi
+
+# --- systemd ------------------------------------------------------------------
+SYSTEMD_TAR="$NESTRUN_IMAGE_CACHE/systemd-v$SYSTEMD_IMAGE_VERSION.tar"
+# downloaded .debs are kept here, so a rebuild does not fetch them again
+DEBOOTSTRAP_CACHE="$NESTRUN_IMAGE_CACHE/debootstrap-debs"
+build_systemd() {
+  local root="$WORK/systemd" u
+  command -v debootstrap >/dev/null || { log "warning: debootstrap missing (run scripts/install-deps.sh)"; return 1; }
+  mkdir -p "$DEBOOTSTRAP_CACHE"
+  if ! debootstrap --variant=minbase --cache-dir="$DEBOOTSTRAP_CACHE" \
+    --include=systemd,systemd-sysv,dbus,docker.io,containerd,runc,iptables,iproute2,procps \
+    bookworm "$root" "${NESTRUN_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap.log" 2>&1; then
+    log "warning: debootstrap failed; last lines of its log:"
+    tail -n 15 "$WORK/debootstrap.log" >&2
+    return 1
+  fi
+  # the inner dockerd uses legacy iptables (no nf_tables in a user namespace on every kernel)
+  chroot "$root" update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null
+  chroot "$root" update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy >/dev/null
+  # a per-container machine id: systemd writes a transient one over an empty file
+  : >"$root/etc/machine-id"
+  rm -f "$root/var/lib/dbus/machine-id"
+  ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
+  # units that cannot work (or make no sense) in a container: hardware, kernel
+  # modules and file systems the runtime owns, consoles, periodic maintenance
+  for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+    systemd-udev-trigger.service systemd-udev-settle.service \
+    getty@tty1.service getty.target console-getty.service \
+    sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+    sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount \
+    systemd-modules-load.service systemd-remount-fs.service systemd-pstore.service \
+    systemd-firstboot.service systemd-hwdb-update.service systemd-journald-audit.socket \
+    e2scrub_reap.service e2scrub_all.timer fstrim.timer apt-daily.timer \
+    apt-daily-upgrade.timer dpkg-db-backup.timer; do
+    ln -sf /dev/null "$root/etc/systemd/system/$u"
+  done
+  rm -f "$root/etc/systemd/system/getty.target.wants/getty@tty1.service"
+  # dockerd (and containerd, docker.socket) enabled: debootstrap's postinst
+  # does it already on Debian; make sure, as `systemctl enable` would
+  mkdir -p "$root/etc/systemd/system/multi-user.target.wants" "$root/etc/systemd/system/sockets.target.wants"
+  ln -sf /lib/systemd/system/docker.service "$root/etc/systemd/system/multi-user.target.wants/docker.service"
+  ln -sf /lib/systemd/system/containerd.service "$root/etc/systemd/system/multi-user.target.wants/containerd.service"
+  ln -sf /lib/systemd/system/docker.socket "$root/etc/systemd/system/sockets.target.wants/docker.socket"
+  install -m 644 "$IMAGES_DIR/systemd/nestrun-load-images.service" "$root/etc/systemd/system/"
+  ln -sf /etc/systemd/system/nestrun-load-images.service \
+    "$root/etc/systemd/system/multi-user.target.wants/nestrun-load-images.service"
+  # multi-user, not graphical
+  ln -sf /lib/systemd/system/multi-user.target "$root/etc/systemd/system/default.target"
+  # the journal to the console too, so `docker logs` shows the boot
+  mkdir -p "$root/etc/systemd/journald.conf.d"
+  printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' >"$root/etc/systemd/journald.conf.d/nestrun.conf"
+  mkdir -p "$root/images"
+  dk save -o "$root/images/busybox.tar" nestrun-test/busybox:latest
+  # size: package caches, lists, docs
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+    "$root"/var/log/*.log "$root"/var/log/apt/*
+  pack "$root" "$SYSTEMD_TAR"
+}
+if [[ "$WANT_SYSTEMD" == 1 ]]; then
+  if [[ ! -s "$SYSTEMD_TAR" || "$FORCE" == 1 ]]; then
+    log "building $SYSTEMD_TAR (debootstrap: a few minutes)"
+    build_systemd || log "warning: nestrun-test/systemd not built; its tests will fail"
+  fi
+  if [[ -s "$SYSTEMD_TAR" ]]; then
+    import_image nestrun-test/systemd-rootfs:latest "$SYSTEMD_TAR" \
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      'CMD ["/sbin/init"]'
+    # docker 20.10's import/commit --change cannot set STOPSIGNAL: a one-line
+    # build on top (no context, no network) does
+    base_id=$(dk image inspect -f '{{.Id}}' nestrun-test/systemd-rootfs:latest)
+    cur=$(dk image inspect -f '{{index .Config.Labels "nestrun.base-id"}}' nestrun-test/systemd:latest 2>/dev/null || true)
+    if [[ "$cur" != "$base_id" || "$FORCE" == 1 ]]; then
+      printf 'FROM nestrun-test/systemd-rootfs:latest\nSTOPSIGNAL SIGRTMIN+3\nCMD ["/sbin/init"]\nLABEL nestrun.base-id=%s\n' "$base_id" |
+        DOCKER_BUILDKIT=0 dk build -q -t nestrun-test/systemd:latest - >/dev/null
+      log "built nestrun-test/systemd:latest (STOPSIGNAL SIGRTMIN+3)"
+    else
+      log "nestrun-test/systemd:latest up to date in $DOCKER_HOST"
+    fi
+  fi
 fi
 
 log "done"

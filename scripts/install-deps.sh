@@ -14,6 +14,8 @@ PKGS=(
   docker.io containerd runc crun podman tini
   # test image building blocks
   busybox-static iptables iproute2 util-linux mount ca-certificates
+  # nestrun-test/systemd image (Debian bookworm minbase from the apt mirror)
+  debootstrap
   # user namespaces / fuse
   uidmap fuse3
   # build deps for the Rust crate (libseccomp via pkg-config)
