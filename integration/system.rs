@@ -35,6 +35,20 @@ fn exec_processes_run_as_pool_uids() {
     assert_pool_uids(&c, 2);
 }
 
+/// A `docker exec`'d root process has the init's capability sets (docker's process.json carries
+/// its default set; nestrun gives exec the same privileges as the init, no more).
+#[test]
+fn exec_root_has_the_inits_capabilities() {
+    need_engines!("exec_root_has_the_inits_capabilities");
+    let c = Ctr::sleeper("exec-caps");
+    let caps = |status: &str| status.lines().filter(|l| l.starts_with("Cap")).map(String::from).collect::<Vec<_>>();
+    let init = caps(&c.exec(&["cat", "/proc/1/status"]).ok().stdout);
+    let exec = caps(&c.exec(&["cat", "/proc/self/status"]).ok().stdout);
+    assert_eq!(exec, init, "exec'd root vs the container's init");
+    let host_bnd = std::fs::read_to_string("/proc/self/status").unwrap().lines().find(|l| l.starts_with("CapBnd:")).unwrap().to_string();
+    assert!(init.contains(&host_bnd), "the init's bounding set is the runtime's: {init:?} vs host {host_bnd}");
+}
+
 #[test]
 fn two_containers_get_disjoint_ranges() {
     need_engines!("two_containers_get_disjoint_ranges");
