@@ -5,6 +5,8 @@ mod bundle;
 mod cli;
 mod facts;
 mod fuse;
+#[cfg(test)]
+mod fuzz;
 mod host;
 mod lifecycle;
 mod logging;

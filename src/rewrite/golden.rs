@@ -49,7 +49,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 /// Keys sorted (whatever serde_json's map type), capability arrays sorted.
-fn canonical(v: Value) -> Value {
+pub(crate) fn canonical(v: Value) -> Value {
     fn walk(v: Value, path: &[String]) -> Value {
         match v {
             Value::Object(m) => {
@@ -82,7 +82,7 @@ fn to_canonical(spec: &Spec) -> Value {
 }
 
 /// The first JSON pointer where `a` and `b` differ, with both values there.
-fn first_diff(a: &Value, b: &Value, at: &str) -> Option<String> {
+pub(crate) fn first_diff(a: &Value, b: &Value, at: &str) -> Option<String> {
     let show = |v: Option<&Value>| v.map_or("<absent>".to_string(), |v| {
         let s = v.to_string();
         if s.chars().count() > 300 { format!("{}...", s.chars().take(300).collect::<String>()) } else { s }
@@ -130,6 +130,18 @@ fn pretty(v: &Value) -> String {
     s
 }
 
+/// What youki checks before create (`Validator::validate_spec`), on a copy without namespace
+/// paths: see the module doc. Shared with the fuzzer (`crate::fuzz`).
+pub(crate) fn validate_for_create(spec: &Spec) -> Result<(), String> {
+    let mut for_validator = spec.clone();
+    if let Some(nss) = for_validator.linux_mut().as_mut().and_then(|l| l.namespaces_mut().as_mut()) {
+        for ns in nss.iter_mut() {
+            ns.set_path(None);
+        }
+    }
+    libcontainer::validator::Validator::validate_spec(&for_validator).map_err(|e| format!("{e} ({e:?})"))
+}
+
 /// What rewriting one fixture gave, for comparison with its expectation.
 enum Outcome {
     Spec(Value),
@@ -158,15 +170,8 @@ fn check(dir: &Path, bless: bool) -> Result<Option<String>, String> {
                 }
                 Err(e) => return fail(format!("not idempotent: rewriting the output again fails: {e}")),
             }
-            // What youki checks before create; see the module doc for the namespace paths.
-            let mut for_validator = out.clone();
-            if let Some(nss) = for_validator.linux_mut().as_mut().and_then(|l| l.namespaces_mut().as_mut()) {
-                for ns in nss.iter_mut() {
-                    ns.set_path(None);
-                }
-            }
-            if let Err(e) = libcontainer::validator::Validator::validate_spec(&for_validator) {
-                return fail(format!("libcontainer's validator rejects the output: {e} ({e:?})"));
+            if let Err(e) = validate_for_create(&out) {
+                return fail(format!("libcontainer's validator rejects the output: {e}"));
             }
             Outcome::Spec(v)
         }

@@ -19,7 +19,7 @@ mod systemd;
 pub mod userns;
 
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 #[cfg(test)]
 pub(crate) mod testutil;
 
