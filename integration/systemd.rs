@@ -83,7 +83,6 @@ fn systemd_boots_with_dockerd_and_stops() {
 /// systemd halts on SIGRTMIN+3 (the image's STOPSIGNAL): its reboot(2) in the PID namespace ends
 /// init with SIGINT, so docker reports 130. 137 means docker had to SIGKILL it.
 #[test]
-#[ignore = "runtime bug: `nestrun kill ID 37` fails (invalid signal: libcontainer's Signal only knows 1..31), so docker stop SIGKILLs systemd after 2 s"]
 fn systemd_stop_signal_halts_cleanly() {
     need_engines!("systemd_stop_signal_halts_cleanly");
     need_image();

@@ -37,10 +37,17 @@ fn kill_signal_is_optional_and_all_flag_works() {
 #[test]
 fn signal_names_numbers_and_garbage() {
     use super::kill::parse_signal;
-    assert!(parse_signal("KILL").is_ok());
-    assert!(parse_signal("sigterm").is_ok());
-    assert!(parse_signal("15").is_ok());
-    assert_eq!(parse_signal("FOO").unwrap_err(), "invalid signal \"FOO\": use a name like TERM or SIGKILL, or a number from 1 to 64");
+    use super::kill::Sig;
+    assert!(matches!(parse_signal("KILL"), Ok(Sig::Std(_))));
+    assert!(matches!(parse_signal("sigterm"), Ok(Sig::Std(_))));
+    assert!(matches!(parse_signal("15"), Ok(Sig::Std(_))));
+    // Real-time signals: docker sends systemd's stop signal SIGRTMIN+3 as "37".
+    assert!(matches!(parse_signal("37"), Ok(Sig::Raw(37))));
+    assert!(matches!(parse_signal("SIGRTMIN+3"), Ok(Sig::Raw(n)) if n == libc::SIGRTMIN() + 3));
+    assert!(matches!(parse_signal("RTMAX-1"), Ok(Sig::Raw(n)) if n == libc::SIGRTMAX() - 1));
+    let msg = "invalid signal \"FOO\": use a name like TERM or SIGKILL, RTMIN+3, or a number from 1 to 64";
+    assert_eq!(parse_signal("FOO").unwrap_err(), msg);
+    assert!(parse_signal("65").is_err() && parse_signal("0").is_err() && parse_signal("RTMIN+x").is_err());
 }
 
 #[test]
