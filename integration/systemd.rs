@@ -105,14 +105,20 @@ struct Traces {
 
 impl Traces {
     fn of(id: &str) -> Traces {
+        let mut data = entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-"));
+        data.extend(layer_data_dir(id));
         Traces {
             mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
             mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
             leases: leases_naming(&format!("/.nestrun/{id}")),
-            data: entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-")),
+            data,
             cgroups: cgroup_dirs(&format!("docker/{id}")),
             fuse: fuse_servers(id),
         }
+    }
+    /// Everything but the data dir, which persists across stop/start by design.
+    fn is_empty_but_data(&self) -> bool {
+        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.cgroups.is_empty() && self.fuse.is_empty()
     }
     fn is_empty(&self) -> bool {
         self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse.is_empty()
@@ -172,8 +178,9 @@ fn systemd_boots_again_after_init_is_killed() {
     nix_kill9(pid);
     assert!(wait_for(20, || !running(&c)), "container still running 20 s after kill -9 of its init {pid}");
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "137");
-    // the engine deleted the task: nothing of it is left before the restart
-    assert!(wait_for(15, || Traces::of(&id).is_empty()), "after the crash (container exited) the host still has:\n{}", Traces::of(&id).describe());
+    // the engine deleted the task: nothing of it is left before the restart but its data dir
+    // (kept beside the container's layer, like the layer itself)
+    assert!(wait_for(15, || Traces::of(&id).is_empty_but_data()), "after the crash (container exited) the host still has:\n{}", Traces::of(&id).describe());
     assert!(wait_for(10, || own_pids(&id, start).is_empty()), "processes of {id} survived the crash: {:?}", own_pids(&id, start));
 
     docker(&["start", &c.name]).ok();
@@ -189,9 +196,11 @@ fn systemd_boots_again_after_init_is_killed() {
     let start = range_start(&c);
     let pids = own_pids(&id, start);
     assert!(!pids.is_empty());
+    let layer_data = layer_data_dir(&id);
     docker(&["rm", "-f", &c.name]).ok();
     let after = Traces::of(&id);
     assert!(after.is_empty(), "docker rm -f left:\n{}", after.describe());
+    assert!(layer_data.is_some_and(|d| !d.exists()), "the data dir beside the container's layer outlived docker rm -f");
     assert!(wait_for(5, || own_pids(&id, start).is_empty()), "processes of {id} survived docker rm -f: {:?}", own_pids(&id, start));
 }
 

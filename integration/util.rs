@@ -301,12 +301,23 @@ impl Traces {
 }
 
 /// nestrun's traces of the docker container with full id `id` (cgroup parent `docker`).
+/// The data dir nestrun keeps beside a docker container's upper dir (it persists across
+/// stop/start and goes with the container's layer on `docker rm`), while docker knows the id.
+pub fn layer_data_dir(id: &str) -> Option<std::path::PathBuf> {
+    let o = docker(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", id]);
+    let upper = std::path::PathBuf::from(o.out().trim());
+    let d = upper.parent()?.join("nestrun-data");
+    (o.code == 0 && d.is_dir()).then_some(d)
+}
+
 pub fn traces(id: &str) -> Traces {
+    let mut data = entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-"));
+    data.extend(layer_data_dir(id));
     Traces {
         mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
         mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
         leases: leases_naming(&format!("/.nestrun/{id}")),
-        data: entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-")),
+        data,
         cgroups: cgroup_dirs(&format!("docker/{id}")),
         fuse_servers: fuse_server_pids(id),
     }
@@ -340,8 +351,12 @@ pub fn assert_rm_cleans(c: &Ctr) {
         "the checks must see the running container: {before:?}"
     );
     assert!(!pids.is_empty(), "no processes found in the range {start}");
+    let layer_data = layer_data_dir(&id);
     docker(&["rm", "-f", &c.name]).ok();
     assert_no_traces(&id);
+    if let Some(d) = layer_data {
+        assert!(!d.exists(), "{id}: data dir {} outlived docker rm -f", d.display());
+    }
     let alive: Vec<_> = pids.iter().filter(|p| proc_uid(**p).is_some_and(|u| (u as u64) >= start && (u as u64) < start + 65536)).collect();
     assert!(alive.is_empty(), "container processes survived docker rm -f: {alive:?}");
     assert!(own_pids(&id, start).is_empty(), "processes of {id} still run");

@@ -47,6 +47,9 @@ pub struct Record {
     pub lease: Option<Lease>,
     pub cgroup_path: Option<PathBuf>,
     pub data_root: Option<PathBuf>,
+    /// The data dir lives beside the engine's upper dir and is kept on delete (the engine
+    /// removes it with the container's layer).
+    pub data_persistent: bool,
     /// Work dirs of nestrun's own rebuilt overlays (beside the engine's upper dir).
     pub work_dirs: Vec<PathBuf>,
     pub fuse_pid: Option<i32>,

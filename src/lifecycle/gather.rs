@@ -57,6 +57,9 @@ pub fn rlimit_hard() -> Vec<(String, u64)> {
 }
 
 /// Where the container's host-backed data dirs live: one directory per (root, id).
+/// The data dir's name beside an engine's upper dir.
+pub const DATA_DIR_NAME: &str = "nestrun-data";
+
 fn data_root(root: &Path, id: &str) -> PathBuf {
     env_path("NESTRUN_DATA_DIR", "/var/lib/nestrun/data").join(format!("{id}-{:08x}", crate::sidecar::fnv(root)))
 }
@@ -144,7 +147,14 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         }
     });
     super::fault_point("rootfs");
-    let data_root = data_root(root, id);
+    // Data dirs live beside the engine's upper dir when there is one: they then persist across
+    // stop/start like the container's own layer, and go with it when the engine removes the
+    // container (docker rm deletes the whole layer dir). Otherwise in nestrun's data dir,
+    // removed on delete.
+    let (data_root, persistent) = match layers.as_ref().and_then(|l| l.upper.as_ref()).and_then(|u| u.parent()) {
+        Some(layer_dir) if layer_dir.is_dir() => (layer_dir.join(DATA_DIR_NAME), true),
+        _ => (data_root(root, id), false),
+    };
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let Some(src) = m.source().as_ref().filter(|s| s.is_absolute() && is_bind(m)) else { continue };
         if ["/proc", "/sys", "/dev"].iter().any(|p| src.starts_with(p)) || !src.exists() {
@@ -178,18 +188,26 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
 
     // Host-backed data dirs, seeded with what the image has there, owned by the range.
     rec.data_root = Some(data_root.clone());
-    if let Some(parent) = data_root.parent() {
+    rec.data_persistent = persistent;
+    if let Some(parent) = data_root.parent().filter(|_| !persistent) {
         crate::sidecar::create_traversable(parent).map_err(host::io("create", parent))?;
     }
     save(rec, sdir)?;
-    for d in DATA_DIRS {
+    if let Ok(owner) = std::fs::metadata(&data_root).map(|m| m.uid()) {
+        if owner != facts.host_id {
+            // Kept from a run with another range: re-own it to this one.
+            overlay::shift_tree(&data_root, owner, facts.host_id, facts.id_size)?;
+        }
+    }
+    for (i, d) in DATA_DIRS.iter().enumerate() {
         if crate::rewrite::has_mount(spec, Path::new(d)) {
             continue;
         }
         let src = data_root.join(&d[1..]);
+        let fresh = !src.exists();
         std::fs::create_dir_all(&src).map_err(host::io("create data dir", &src))?;
         let seed = rootfs.join(&d[1..]);
-        if seed.is_dir() && std::fs::read_dir(&seed).is_ok_and(|mut r| r.next().is_some()) {
+        if fresh && seed.is_dir() && std::fs::read_dir(&seed).is_ok_and(|mut r| r.next().is_some()) {
             // A data dir seeded in part (e.g. its file system is full) would be a broken
             // /var/lib/docker: the create fails instead, with cp's first complaint.
             let out = std::process::Command::new("cp").arg("-a").arg(seed.join(".")).arg(&src).stdin(std::process::Stdio::null()).output();
@@ -202,10 +220,19 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
                 return Err(LifecycleError::Other { id: id.into(), msg: format!("cannot seed data dir {} from the image's {d}: {why}", src.display()) });
             }
         }
-        facts.data_dirs.push(DataDir { destination: d.into(), source: src });
-    }
-    if data_root.exists() {
-        overlay::shift_tree(&data_root, 0, facts.host_id, facts.id_size)?;
+        if fresh {
+            // The seed and the directories just made (up to the data root) join the range.
+            overlay::shift_tree(&src, 0, facts.host_id, facts.id_size)?;
+            for dir in src.ancestors().skip(1).take_while(|a| a.starts_with(&data_root)) {
+                std::os::unix::fs::chown(dir, Some(facts.host_id), Some(facts.host_id)).map_err(host::io("chown", dir))?;
+            }
+        }
+        // Bound below the mount dir: the engine's layer dir is often not traversable by the
+        // container's root (/var/lib/docker is 0710).
+        let target = mdir.join("d").join(i.to_string());
+        std::fs::create_dir_all(&target).map_err(host::io("create", &target))?;
+        nix::mount::mount(Some(src.as_path()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(host::sys("bind", &target))?;
+        facts.data_dirs.push(DataDir { destination: d.into(), source: target });
     }
     super::fault_point("datadirs");
     Ok(facts)

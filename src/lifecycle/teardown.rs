@@ -79,7 +79,7 @@ pub fn teardown(root: &Path, id: &str) {
             }
         }
     }
-    if let Some(d) = &rec.data_root {
+    if let Some(d) = rec.data_root.as_ref().filter(|_| !rec.data_persistent) {
         if let Err(e) = std::fs::remove_dir_all(d) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("cannot remove data dir {}: {e}", d.display());
