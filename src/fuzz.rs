@@ -1166,7 +1166,8 @@ fn stat_renderer() {
 
             let ins: Vec<StatLine> = host.lines().map(stat_line).collect();
             let outs: Vec<StatLine> = out.lines().map(stat_line).collect();
-            let others = |text: &str, ls: &[StatLine]| text.lines().zip(ls).filter(|(_, s)| matches!(s, StatLine::Other)).map(|(l, _)| l.to_string()).collect::<Vec<_>>();
+            // (A last line "x\r" without its newline comes out as "x\r\n", which lines() reads as "x".)
+            let others = |text: &str, ls: &[StatLine]| text.lines().zip(ls).filter(|(_, s)| matches!(s, StatLine::Other)).map(|(l, _)| l.trim_end_matches('\r').to_string()).collect::<Vec<_>>();
             if others(&host, &ins) != others(&out, &outs) {
                 return Err("non-cpu lines changed".into());
             }
