@@ -2,14 +2,16 @@
 //!
 //! `probe.c` (next to this file) is built with `gcc -static` and copied into containers of the
 //! private test dockerd (runtime `nested`). It tries host-reaching actions and prints one line per
-//! attempt: `ATTEMPT <name> BLOCKED|ALLOWED|HARMLESS <detail>`. The tests run it
+//! attempt: `ATTEMPT <name> BLOCKED|ALLOWED|HARMLESS <detail>`. The suite runs it
 //! - as a process of the container itself (the container's command: `init` rows),
 //! - as a `docker exec`'d process (`exec` rows), with a CVE-2019-5736 race against repeated execs,
-//! - inside an inner `docker run --privileged` of a DinD container (`dind` rows),
+//! - inside an inner `docker run --privileged` of a DinD container (`dind` rows; on a host whose
+//!   runtime lacks a capability, the closest equivalent: column `dind (inner all-caps)`),
 //!
-//! check host state before and after (runtime binary hash, global sysctls, a sysfs knob, the
-//! container's memory limit as docker set it), print the full table (SECURITY.md is written from
-//! it) and fail if any attempt is ALLOWED.
+//! and checks host state before and after (runtime binary hash, global sysctls, a sysfs knob, the
+//! container's memory limit as docker set it). Every run writes its table (attempt, mode, outcome,
+//! detail) to `target/escape-results.md`, fails if any attempt is ALLOWED, and fails unless
+//! SECURITY.md's results table and README's Security model summary match the run.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -190,6 +192,7 @@ fn check_memory_limit(file: &Option<PathBuf>, rows: &mut Vec<Row>) {
 
 // ---------- results ----------
 
+#[derive(Clone)]
 struct Row {
     mode: String,
     attempt: String,
@@ -219,20 +222,327 @@ fn parse(mode: &str, out: &str, rows: &mut Vec<Row>) {
     }
 }
 
-fn report(title: &str, rows: &[Row], marker: &str, outputs: &str) {
-    println!("\n=== escape suite: {title} ===");
-    println!("| mode | attempt | result | detail |");
-    println!("|---|---|---|---|");
-    for r in rows {
-        println!("| {} | `{}` | {} | {} |", r.mode, r.attempt, r.result, r.detail.replace('|', "\\|"));
+/// What one scenario produced: probe rows (mode init/exec/dind) and host-side checks (mode host).
+struct Scenario {
+    rows: Vec<Row>,
+    /// Everything the probe printed (searched for the host's kernel-log marker).
+    outputs: String,
+    marker: String,
+    /// The dind column's label (which inner container the probe ran in), for the DinD scenario.
+    dind_label: Option<&'static str>,
+}
+
+/// Column labels of the three probe modes; the dind one names how the inner container was run.
+const DIND_PRIVILEGED: &str = "dind (inner --privileged)";
+const DIND_ALLCAPS: &str = "dind (inner all-caps)";
+
+/// The whole run: both scenarios, run once per test binary (concurrently), whichever test asks
+/// first. Written to `target/escape-results.md`.
+struct Results {
+    rows: Vec<Row>,
+    dind_label: String,
+    /// Scenarios that failed before producing their rows (panics), and kernel-log marker leaks.
+    errors: Vec<String>,
+    file: PathBuf,
+}
+
+impl Results {
+    fn probe_rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| MODES.contains(&r.mode.as_str()))
     }
-    let allowed: Vec<String> = rows.iter().filter(|r| r.result == "ALLOWED").map(|r| format!("{}:{} ({})", r.mode, r.attempt, r.detail)).collect();
-    // The probe was given the marker to look for; it must never find it in what it reads.
-    let leak = outputs.lines().any(|l| l.starts_with("ATTEMPT ") && l.contains("host's marker line"));
-    let unknown: Vec<&Row> = rows.iter().filter(|r| !["BLOCKED", "ALLOWED", "HARMLESS"].contains(&r.result.as_str())).collect();
-    assert!(unknown.is_empty(), "unparsable probe lines: {:?}", unknown.iter().map(|r| &r.attempt).collect::<Vec<_>>());
-    assert!(!leak, "the host's kernel-log marker {marker} appeared in the probe's output");
-    assert!(allowed.is_empty(), "{} escape attempt(s) ALLOWED:\n  {}", allowed.len(), allowed.join("\n  "));
+    fn label(&self, mode: &str) -> String {
+        if mode == "dind" { self.dind_label.clone() } else { mode.to_string() }
+    }
+}
+
+const MODES: [&str; 3] = ["init", "exec", "dind"];
+const OUTCOMES: [&str; 3] = ["BLOCKED", "HARMLESS", "ALLOWED"];
+
+fn results() -> &'static Results {
+    static R: OnceLock<Results> = OnceLock::new();
+    R.get_or_init(|| {
+        let probe = probe().to_str().unwrap().to_string();
+        let p2 = probe.clone();
+        let scenarios = [
+            ("init+exec", std::thread::spawn(move || init_and_exec(&probe))),
+            ("dind", std::thread::spawn(move || dind(&p2))),
+        ];
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        let mut dind_label = DIND_ALLCAPS.to_string();
+        for (name, h) in scenarios {
+            match h.join() {
+                Ok(sc) => {
+                    if sc.outputs.lines().any(|l| l.starts_with("ATTEMPT ") && l.contains("host's marker line")) {
+                        errors.push(format!("{name}: the host's kernel-log marker {} appeared in the probe's output", sc.marker));
+                    }
+                    if let Some(l) = sc.dind_label {
+                        dind_label = l.to_string();
+                    }
+                    rows.extend(sc.rows.into_iter().map(|mut r| {
+                        if r.mode == "host" {
+                            r.mode = format!("host (after {name})");
+                        }
+                        r
+                    }));
+                }
+                Err(p) => {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    errors.push(format!("{name} scenario failed: {msg}"));
+                }
+            }
+        }
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().to_path_buf();
+        let mut r = Results { rows, dind_label, errors, file: target.join("escape-results.md") };
+        let documented = parse_security_md(&read_doc("SECURITY.md")).ok();
+        fs::write(&r.file, results_markdown(&r, documented.as_ref())).unwrap_or_else(|e| panic!("write {}: {e}", r.file.display()));
+        println!("\n=== escape suite: results written to {} ===", r.file.display());
+        println!("| attempt | mode | outcome | detail |\n|---|---|---|---|");
+        for x in &r.rows {
+            println!("| `{}` | {} | {} | {} |", x.attempt, x.mode, x.result, cell(&x.detail));
+        }
+        r.file = r.file.canonicalize().unwrap_or(r.file.clone());
+        r
+    })
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn read_doc(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// attempt -> outcome per mode (init, exec, dind; "—" when not run in that mode), in run order.
+/// An attempt reported twice in a mode keeps its worst outcome.
+fn pivot(r: &Results) -> Vec<(String, [String; 3])> {
+    let mut v: Vec<(String, [String; 3])> = Vec::new();
+    for row in r.probe_rows() {
+        let i = MODES.iter().position(|m| *m == row.mode).unwrap();
+        let e = match v.iter().position(|(a, _)| *a == row.attempt) {
+            Some(p) => &mut v[p],
+            None => {
+                v.push((row.attempt.clone(), ["—".into(), "—".into(), "—".into()]));
+                v.last_mut().unwrap()
+            }
+        };
+        let rank = |o: &str| OUTCOMES.iter().position(|x| *x == o).map_or(3, |p| p);
+        if e.1[i] == "—" || rank(&row.result) > rank(&e.1[i]) {
+            e.1[i] = row.result.clone();
+        }
+    }
+    v
+}
+
+/// Per mode: (attempts, BLOCKED, HARMLESS, ALLOWED).
+fn counts(r: &Results) -> Vec<(String, [usize; 4])> {
+    MODES
+        .iter()
+        .map(|m| {
+            let mut c = [0; 4];
+            for row in r.probe_rows().filter(|x| x.mode == *m) {
+                c[0] += 1;
+                if let Some(i) = OUTCOMES.iter().position(|o| *o == row.result) {
+                    c[i + 1] += 1;
+                }
+            }
+            (r.label(m), c)
+        })
+        .collect()
+}
+
+fn outcome_cell(o: &str) -> String {
+    if o == "ALLOWED" { "**ALLOWED**".into() } else { o.into() }
+}
+
+const README_HEADER: &str = "| escape suite mode | attempts | BLOCKED | HARMLESS | ALLOWED |";
+
+fn results_markdown(r: &Results, documented: Option<&DocTable>) -> String {
+    let mut s = String::from("# Escape suite results (generated by `cargo test --test escape`)\n\n");
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    s += &format!("Kernel {}, nestrun {} ({commit}), dind column: {}.\n", kernel.trim(), nestrun_bin().display(), r.dind_label);
+    s += "SECURITY.md's results table and README's summary are checked against this run (test `security_md_and_readme_match_this_run`).\n\n";
+    if !r.errors.is_empty() {
+        s += "## ERRORS (the run is incomplete)\n\n";
+        for e in &r.errors {
+            s += &format!("- {}\n", cell(e));
+        }
+        s += "\n";
+    }
+    s += "## Summary (README's Security model table)\n\n";
+    s += README_HEADER;
+    s += "\n|---|---:|---:|---:|---:|\n";
+    for (label, c) in counts(r) {
+        s += &format!("| {label} | {} | {} | {} | {} |\n", c[0], c[1], c[2], c[3]);
+    }
+    s += "\n## SECURITY.md table\n\n";
+    s += &format!("| attempt | init | exec | {} | what it proves |\n|---|---|---|---|---|\n", r.dind_label);
+    let piv = pivot(r);
+    // SECURITY.md's order for attempts it lists, then new ones in run order
+    let mut order: Vec<&(String, [String; 3])> = Vec::new();
+    if let Some(d) = documented {
+        for (a, _) in &d.rows {
+            order.extend(piv.iter().filter(|(x, _)| x == a));
+        }
+    }
+    for p in &piv {
+        if !order.iter().any(|(a, _)| *a == p.0) {
+            order.push(p);
+        }
+    }
+    for (a, o) in order {
+        let proof = documented.and_then(|d| d.proofs.get(a)).cloned().unwrap_or_else(|| "(new attempt: say what it proves)".into());
+        s += &format!("| `{a}` | {} | {} | {} | {proof} |\n", outcome_cell(&o[0]), outcome_cell(&o[1]), outcome_cell(&o[2]));
+    }
+    s += "\n## All rows\n\n| attempt | mode | outcome | detail |\n|---|---|---|---|\n";
+    for x in &r.rows {
+        s += &format!("| `{}` | {} | {} | {} |\n", x.attempt, x.mode, outcome_cell(&x.result), cell(&x.detail));
+    }
+    s
+}
+
+// ---------- the documents ----------
+
+/// Cells of a markdown table line (`\|` is a literal bar), trimmed.
+fn cells(line: &str) -> Vec<String> {
+    let t = line.trim().trim_start_matches('|');
+    let t = t.strip_suffix('|').unwrap_or(t);
+    let mut v = vec![String::new()];
+    let mut esc = false;
+    for ch in t.chars() {
+        match ch {
+            '|' if !esc => v.push(String::new()),
+            _ => v.last_mut().unwrap().push(ch),
+        }
+        esc = ch == '\\';
+    }
+    v.iter().map(|c| c.trim().to_string()).collect()
+}
+
+/// The table following `header_pred`'s line: its header cells and body rows.
+fn table_after(text: &str, is_header: impl Fn(&[String]) -> bool) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let mut lines = text.lines().skip_while(|l| !(l.trim_start().starts_with('|') && is_header(&cells(l))));
+    let header = cells(lines.next()?);
+    let body = lines.skip(1).take_while(|l| l.trim_start().starts_with('|')).map(cells).collect();
+    Some((header, body))
+}
+
+struct DocTable {
+    dind_label: String,
+    rows: Vec<(String, [String; 3])>,
+    proofs: BTreeMap<String, String>,
+}
+
+fn parse_security_md(text: &str) -> Result<DocTable, String> {
+    let (header, body) = table_after(text, |c| c.len() >= 4 && c[0] == "attempt" && c[1] == "init" && c[2] == "exec" && c[3].starts_with("dind"))
+        .ok_or("SECURITY.md has no results table (header `| attempt | init | exec | dind ... |`)")?;
+    let mut rows = Vec::new();
+    let mut proofs = BTreeMap::new();
+    for c in body {
+        if c.len() < 4 {
+            return Err(format!("SECURITY.md results table: short row {c:?}"));
+        }
+        let a = c[0].trim_matches('`').to_string();
+        let o = [1, 2, 3].map(|i| c[i].replace("**", "").trim().to_string());
+        proofs.insert(a.clone(), c.get(4).cloned().unwrap_or_default());
+        rows.push((a, o));
+    }
+    Ok(DocTable { dind_label: header[3].clone(), rows, proofs })
+}
+
+/// Differences between SECURITY.md's results table and this run.
+fn security_md_problems(r: &Results, text: &str) -> Vec<String> {
+    let doc = match parse_security_md(text) {
+        Ok(d) => d,
+        Err(e) => return vec![e],
+    };
+    let mut p = Vec::new();
+    if doc.dind_label != r.dind_label {
+        p.push(format!("SECURITY.md's dind column is `{}`, this run's is `{}`", doc.dind_label, r.dind_label));
+    }
+    let run = pivot(r);
+    let mut seen = std::collections::BTreeSet::new();
+    for (a, o) in &doc.rows {
+        if !seen.insert(a) {
+            p.push(format!("SECURITY.md lists `{a}` twice"));
+        }
+        match run.iter().find(|(x, _)| x == a) {
+            None => p.push(format!("SECURITY.md lists `{a}`, which this run did not report")),
+            Some((_, ro)) => {
+                for i in 0..3 {
+                    if ro[i] != o[i] {
+                        let detail = r.probe_rows().find(|x| x.attempt == *a && x.mode == MODES[i]).map(|x| x.detail.clone()).unwrap_or_default();
+                        p.push(format!("`{a}` {}: SECURITY.md says {}, this run {} ({detail})", MODES[i], o[i], ro[i]));
+                    }
+                }
+            }
+        }
+    }
+    for (a, o) in &run {
+        if !doc.rows.iter().any(|(x, _)| x == a) {
+            p.push(format!("`{a}` (init {}, exec {}, dind {}) is missing from SECURITY.md", o[0], o[1], o[2]));
+        }
+    }
+    p
+}
+
+/// Differences between README's "Security model" summary and this run; every ALLOWED must be 0.
+fn readme_problems(r: &Results, text: &str) -> Vec<String> {
+    let mut lines = text.lines().skip_while(|l| l.trim_end() != "## Security model");
+    if lines.next().is_none() {
+        return vec!["README.md has no `## Security model` section".into()];
+    }
+    let section = lines.take_while(|l| !l.starts_with("## ")).collect::<Vec<_>>().join("\n");
+    let section = section.as_str();
+    let want = cells(README_HEADER);
+    let Some((_, body)) = table_after(section, |c| c == want.as_slice()) else {
+        return vec![format!("README.md's Security model section has no summary table `{README_HEADER}`")];
+    };
+    let mut p = Vec::new();
+    let run = counts(r);
+    for c in &body {
+        if c.len() < 5 {
+            p.push(format!("README summary: short row {c:?}"));
+            continue;
+        }
+        if c[4] != "0" {
+            p.push(format!("README summary: {} shows ALLOWED {} (must be 0)", c[0], c[4]));
+        }
+        match run.iter().find(|(l, _)| *l == c[0]) {
+            None => p.push(format!("README summary lists mode `{}`, this run has {:?}", c[0], run.iter().map(|(l, _)| l).collect::<Vec<_>>())),
+            Some((_, n)) => {
+                let doc: Vec<String> = c[1..5].to_vec();
+                let got: Vec<String> = n.iter().map(|x| x.to_string()).collect();
+                if doc != got {
+                    p.push(format!("README summary `{}`: attempts/BLOCKED/HARMLESS/ALLOWED {} in README, {} in this run", c[0], doc.join("/"), got.join("/")));
+                }
+            }
+        }
+    }
+    for (l, n) in &run {
+        if !body.iter().any(|c| c.first() == Some(l)) {
+            p.push(format!("README summary has no row for `{l}` ({n:?})"));
+        }
+        if n[3] != 0 {
+            p.push(format!("this run has {} ALLOWED attempt(s) in mode `{l}`", n[3]));
+        }
+    }
+    p
+}
+
+/// Panics unless the rows of `modes` (and their host-side checks) are complete and none is ALLOWED.
+fn assert_clean(r: &Results, scenario: &str, modes: &[&str]) {
+    let errors: Vec<&String> = r.errors.iter().filter(|e| e.starts_with(scenario)).collect();
+    assert!(errors.is_empty(), "{}", errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("\n"));
+    let mine = |x: &&Row| modes.contains(&x.mode.as_str()) || x.mode == format!("host (after {scenario})");
+    let unknown: Vec<&String> = r.rows.iter().filter(mine).filter(|x| !OUTCOMES.contains(&x.result.as_str())).map(|x| &x.attempt).collect();
+    assert!(unknown.is_empty(), "unparsable probe lines: {unknown:?}");
+    assert!(r.rows.iter().filter(mine).any(|x| x.mode != "host"), "no probe rows for {scenario}");
+    let allowed: Vec<String> = r.rows.iter().filter(mine).filter(|x| x.result == "ALLOWED").map(|x| format!("{}:{} ({})", x.mode, x.attempt, x.detail)).collect();
+    assert!(allowed.is_empty(), "{} escape attempt(s) ALLOWED (table: {}):\n  {}", allowed.len(), r.file.display(), allowed.join("\n  "));
 }
 
 /// Repeatedly `docker exec <c> true` until the time is up; returns how many succeeded.
@@ -246,14 +556,11 @@ fn exec_storm(container: &str, until: Instant) -> usize {
     n
 }
 
-// ---------- tests ----------
+// ---------- scenarios ----------
 
-#[test]
-fn probe_in_nested_container_init_and_exec() {
-    if skip() {
-        return;
-    }
-    let probe = probe().to_str().unwrap().to_string();
+/// The probe as a `docker exec`'d process (with a CVE-2019-5736 race against repeated execs) and
+/// as the container's own command.
+fn init_and_exec(probe: &str) -> Scenario {
     let ns = host_ns();
     let mut host = HostState::take();
     let mut rows = Vec::new();
@@ -263,7 +570,7 @@ fn probe_in_nested_container_init_and_exec() {
     let ex = Container(name("exec"));
     ok(d(&["run", "-d", "--runtime", "nested", "-m", "256m", "--name", &ex.0, BUSYBOX, "sleep", "600"]));
     let mem_ex = memory_limit_file(&ex.0);
-    ok(d(&["cp", &probe, &format!("{}:/probe", ex.0)]));
+    ok(d(&["cp", probe, &format!("{}:/probe", ex.0)]));
     let out = ok(d(&["exec", &ex.0, "/probe", "suite", &ns, &host.marker]));
     outputs.push_str(&out);
     parse("exec", &out, &mut rows);
@@ -285,7 +592,7 @@ fn probe_in_nested_container_init_and_exec() {
     let init = Container(name("init"));
     let script = format!("/probe race 8; /probe suite '{ns}' '{}'; echo PROBE-END rc=$?; sleep 600", host.marker);
     ok(d(&["create", "--runtime", "nested", "-m", "256m", "--name", &init.0, BUSYBOX, "sh", "-c", &script]));
-    ok(d(&["cp", &probe, &format!("{}:/probe", init.0)]));
+    ok(d(&["cp", probe, &format!("{}:/probe", init.0)]));
     ok(d(&["start", &init.0]));
     let mem_init = memory_limit_file(&init.0);
     let n = exec_storm(&init.0, Instant::now() + Duration::from_secs(8));
@@ -304,15 +611,12 @@ fn probe_in_nested_container_init_and_exec() {
     check_memory_limit(&mem_init, &mut rows);
 
     host.check(&mut rows);
-    report("nested container (init and docker exec)", &rows, &host.marker, &outputs);
+    Scenario { rows, outputs, marker: host.marker.clone(), dind_label: None }
 }
 
-#[test]
-fn probe_in_privileged_container_of_dind() {
-    if skip() {
-        return;
-    }
-    let probe = probe().to_str().unwrap().to_string();
+/// The probe inside an inner `docker run --privileged` (or its closest equivalent) of a DinD
+/// container.
+fn dind(probe: &str) -> Scenario {
     let ns = host_ns();
     let mut host = HostState::take();
     let mut rows = Vec::new();
@@ -321,7 +625,7 @@ fn probe_in_privileged_container_of_dind() {
     let mem = memory_limit_file(&dind.0);
     let w = run(d(&["exec", &dind.0, "dind-wait"]));
     assert!(w.status.success(), "inner dockerd did not come up: {}", String::from_utf8_lossy(&w.stderr));
-    ok(d(&["cp", &probe, &format!("{}:/probe", dind.0)]));
+    ok(d(&["cp", probe, &format!("{}:/probe", dind.0)]));
     // `--privileged` asks for every capability the kernel knows; when the host runtime itself
     // lacks one (CAP_SYS_RESOURCE in some sandboxes) the outer container cannot have it and the
     // inner runc fails with "unable to apply caps". Then the closest equivalent is used.
@@ -332,10 +636,10 @@ fn probe_in_privileged_container_of_dind() {
         run(d(&a))
     };
     let mut o = inner(&["--privileged"]);
-    let mut mode = "dind-privileged";
+    let mut label = DIND_PRIVILEGED;
     if !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("apply caps") {
         println!("NOTE: inner --privileged failed (the outer container lacks a capability the host runtime lacks); using cap-add ALL minus SYS_RESOURCE, all devices, unconfined seccomp/apparmor/systempaths");
-        mode = "dind-allcaps";
+        label = DIND_ALLCAPS;
         o = inner(&[
             "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--device-cgroup-rule", "a *:* rwm", "--security-opt", "seccomp=unconfined",
             "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined", "--security-opt", "label=disable",
@@ -343,9 +647,80 @@ fn probe_in_privileged_container_of_dind() {
     }
     assert!(o.status.success(), "inner docker run failed: {}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    parse(mode, &out, &mut rows);
+    parse("dind", &out, &mut rows);
     let v = mem.as_ref().and_then(|f| fs::read_to_string(f).ok()).unwrap_or_default();
     rows.push(Row::host("host_memory_limit_as_docker_set", v.trim() == (1u64 << 30).to_string(), &format!("{:?} = {} (docker: 1g)", mem, v.trim())));
     host.check(&mut rows);
-    report("inner --privileged container of a DinD container", &rows, &host.marker, &out);
+    Scenario { rows, outputs: out, marker: host.marker.clone(), dind_label: Some(label) }
+}
+
+// ---------- tests ----------
+// The first test to ask runs both scenarios (concurrently, once); the others wait for it.
+
+#[test]
+fn probe_in_nested_container_init_and_exec() {
+    if skip() {
+        return;
+    }
+    assert_clean(results(), "init+exec", &["init", "exec"]);
+}
+
+#[test]
+fn probe_in_privileged_container_of_dind() {
+    if skip() {
+        return;
+    }
+    assert_clean(results(), "dind", &["dind"]);
+}
+
+/// SECURITY.md's results table lists exactly this run's attempts with the same outcomes, and
+/// README's Security model summary has this run's counts (ALLOWED 0 in every mode). A change
+/// that adds an attempt or turns a BLOCKED into anything else fails here until the documents
+/// are updated (target/escape-results.md has both tables ready to paste).
+#[test]
+fn security_md_and_readme_match_this_run() {
+    if skip() {
+        return;
+    }
+    let r = results();
+    assert!(r.errors.is_empty(), "the run is incomplete, the documents cannot be checked:\n{}", r.errors.join("\n"));
+    let mut p: Vec<String> = security_md_problems(r, &read_doc("SECURITY.md")).into_iter().map(|x| format!("SECURITY.md: {x}")).collect();
+    p.extend(readme_problems(r, &read_doc("README.md")).into_iter().map(|x| format!("README.md: {x}")));
+    assert!(p.is_empty(), "the documents do not match this run of the escape suite ({} difference(s)); this run's tables are in {}:\n  {}", p.len(), r.file.display(), p.join("\n  "));
+}
+
+/// The document checks themselves, on a made-up run (no engines needed).
+#[test]
+fn document_checks_catch_changes() {
+    let row = |m: &str, a: &str, o: &str| Row { mode: m.into(), attempt: a.into(), result: o.into(), detail: "d|x".into() };
+    let r = Results {
+        rows: vec![row("init", "a", "BLOCKED"), row("exec", "a", "BLOCKED"), row("dind", "a", "BLOCKED"), row("init", "b", "HARMLESS"), row("host (after x)", "h", "BLOCKED")],
+        dind_label: DIND_ALLCAPS.into(),
+        errors: vec![],
+        file: PathBuf::from("x"),
+    };
+    let md = results_markdown(&r, None);
+    // the generated tables pass their own checks
+    let sec = md.replace("(new attempt: say what it proves)", "proof \\| with a bar");
+    assert_eq!(security_md_problems(&r, &sec), Vec::<String>::new(), "{sec}");
+    let readme = format!("# x\n\n## Security model\n\ntext\n\n{}\n\n## Next\n", md.lines().skip_while(|l| !l.starts_with(README_HEADER)).take(5).collect::<Vec<_>>().join("\n"));
+    assert_eq!(readme_problems(&r, &readme), Vec::<String>::new(), "{readme}");
+    assert!(readme.contains("| init | 2 | 1 | 1 | 0 |") && readme.contains("| dind (inner all-caps) | 1 | 1 | 0 | 0 |"), "{readme}");
+    // a BLOCKED turned ALLOWED, a new attempt, a vanished one, another dind variant
+    let mut r2 = Results { rows: r.rows.clone(), dind_label: DIND_PRIVILEGED.into(), errors: vec![], file: PathBuf::from("x") };
+    r2.rows[1].result = "ALLOWED".into();
+    r2.rows.push(row("init", "c", "BLOCKED"));
+    r2.rows.retain(|x| x.attempt != "b");
+    let p = security_md_problems(&r2, &sec).join("\n");
+    for want in ["`a` exec: SECURITY.md says BLOCKED, this run ALLOWED", "`c` (init BLOCKED, exec —, dind —) is missing", "lists `b`, which this run did not report", "dind column"] {
+        assert!(p.contains(want), "missing {want:?} in:\n{p}");
+    }
+    let p = readme_problems(&r2, &readme).join("\n");
+    for want in ["`exec`: attempts/BLOCKED/HARMLESS/ALLOWED 1/1/0/0 in README, 1/0/0/1", "1 ALLOWED attempt(s) in mode `exec`", "mode `dind (inner all-caps)`"] {
+        assert!(p.contains(want), "missing {want:?} in:\n{p}");
+    }
+    // an ALLOWED written into the README is refused even when it matches
+    let md2 = results_markdown(&r2, None);
+    let readme2 = format!("## Security model\n\n{}\n", md2.lines().skip_while(|l| !l.starts_with(README_HEADER)).take(5).collect::<Vec<_>>().join("\n"));
+    assert!(readme_problems(&r2, &readme2).join("\n").contains("exec shows ALLOWED 1 (must be 0)"), "{readme2}");
 }
