@@ -12,5 +12,6 @@ mod ctr;
 mod docker;
 mod podman;
 mod proc;
+mod restart;
 mod system;
 mod systemd;
