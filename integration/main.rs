@@ -10,6 +10,7 @@ mod badinput;
 mod concurrency;
 mod ctr;
 mod docker;
+mod nesting;
 mod podman;
 mod proc;
 mod restart;
