@@ -9,9 +9,9 @@
 //! swapaccount, a disabled v2 controller), is `None` and the host's values are
 //! shown instead.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use super::fdcache::FdCache;
 use super::render::meminfo::{MemStat, SwapInfo};
 use super::render::parse_cpu_list;
 use super::FuseError;
@@ -185,15 +185,8 @@ pub struct CpuUsage {
 pub struct Cgroup {
     path: String,
     mounts: Mounts,
-}
-
-/// Reads a file; `Ok(None)` if it does not exist.
-fn read_opt(path: &Path) -> Result<Option<String>, FuseError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(FuseError::Read { path: path.to_path_buf(), source }),
-    }
+    /// Kept descriptors of the cgroup files read (see `fdcache`).
+    files: FdCache,
 }
 
 impl Cgroup {
@@ -204,7 +197,7 @@ impl Cgroup {
     }
 
     pub fn with_mounts(cgroup_path: &str, mounts: Mounts) -> Self {
-        Self { path: cgroup_path.to_string(), mounts }
+        Self { path: cgroup_path.to_string(), mounts, files: FdCache::default() }
     }
 
     /// (cgroup dir, mount dir, is v2) for a controller, or None if not mounted.
@@ -235,11 +228,11 @@ impl Cgroup {
     }
 
     /// Minimum limit over the cgroup and its ancestors (up to the mount).
-    fn min_limit(dir: &Path, mnt: &Path, file: &str) -> Result<Option<u64>, FuseError> {
+    fn min_limit(&self, dir: &Path, mnt: &Path, file: &str) -> Result<Option<u64>, FuseError> {
         let mut best: Option<u64> = None;
         let mut cur = Some(dir);
         while let Some(d) = cur.filter(|d| d.starts_with(mnt)) {
-            if let Some(text) = read_opt(&d.join(file))? {
+            if let Some(text) = self.files.read_opt(&d.join(file))? {
                 if let Some(v) = parse_limit(&text)? {
                     best = Some(best.map_or(v, |b| b.min(v)));
                 }
@@ -252,27 +245,27 @@ impl Cgroup {
     pub fn memory(&self) -> Result<Option<Memory>, FuseError> {
         let Some((dir, mnt, v2)) = self.dir("memory")? else { return Ok(None) };
         let usage_file = if v2 { "memory.current" } else { "memory.usage_in_bytes" };
-        let Some(usage) = read_opt(&dir.join(usage_file))? else { return Ok(None) };
+        let Some(usage) = self.files.read_opt(&dir.join(usage_file))? else { return Ok(None) };
         let usage = parse_u64(&usage)?;
-        let stat_text = read_opt(&dir.join("memory.stat"))?.unwrap_or_default();
+        let stat_text = self.files.read_opt(&dir.join("memory.stat"))?.unwrap_or_default();
         let stat = parse_memory_stat(&stat_text, v2);
         let (limit, swap) = if v2 {
-            let limit = Self::min_limit(&dir, &mnt, "memory.max")?;
-            let swap = match read_opt(&dir.join("memory.swap.current"))? {
+            let limit = self.min_limit(&dir, &mnt, "memory.max")?;
+            let swap = match self.files.read_opt(&dir.join("memory.swap.current"))? {
                 Some(cur) => Some(SwapInfo {
-                    limit: Self::min_limit(&dir, &mnt, "memory.swap.max")?,
+                    limit: self.min_limit(&dir, &mnt, "memory.swap.max")?,
                     usage: parse_u64(&cur)?,
                 }),
                 None => None,
             };
             (limit, swap)
         } else {
-            let own = Self::min_limit(&dir, &dir, "memory.limit_in_bytes")?;
+            let own = self.min_limit(&dir, &dir, "memory.limit_in_bytes")?;
             let hier = v1_hierarchical_limit(&stat_text, "hierarchical_memory_limit");
             let limit = [own, hier].into_iter().flatten().min();
-            let swap = match read_opt(&dir.join("memory.memsw.usage_in_bytes"))? {
+            let swap = match self.files.read_opt(&dir.join("memory.memsw.usage_in_bytes"))? {
                 Some(cur) => {
-                    let own = Self::min_limit(&dir, &dir, "memory.memsw.limit_in_bytes")?;
+                    let own = self.min_limit(&dir, &dir, "memory.memsw.limit_in_bytes")?;
                     let hier = v1_hierarchical_limit(&stat_text, "hierarchical_memsw_limit");
                     let memsw = [own, hier].into_iter().flatten().min();
                     Some(SwapInfo {
@@ -292,7 +285,7 @@ impl Cgroup {
         let Some((dir, _, v2)) = self.dir("cpuset")? else { return Ok(None) };
         let files: &[&str] = if v2 { &["cpuset.cpus.effective"] } else { &["cpuset.effective_cpus", "cpuset.cpus"] };
         for f in files {
-            if let Some(text) = read_opt(&dir.join(f))? {
+            if let Some(text) = self.files.read_opt(&dir.join(f))? {
                 let cpus = parse_cpu_list(&text)?;
                 if !cpus.is_empty() {
                     return Ok(Some(cpus));
@@ -309,12 +302,12 @@ impl Cgroup {
         let mut cur = Some(dir.as_path());
         while let Some(d) = cur.filter(|d| d.starts_with(&mnt)) {
             let q = if v2 {
-                match read_opt(&d.join("cpu.max"))? {
+                match self.files.read_opt(&d.join("cpu.max"))? {
                     Some(t) => parse_cpu_max(&t)?,
                     None => None,
                 }
             } else {
-                match (read_opt(&d.join("cpu.cfs_quota_us"))?, read_opt(&d.join("cpu.cfs_period_us"))?) {
+                match (self.files.read_opt(&d.join("cpu.cfs_quota_us"))?, self.files.read_opt(&d.join("cpu.cfs_period_us"))?) {
                     (Some(q), Some(p)) => match (parse_limit(&q)?, parse_u64(&p)?) {
                         (Some(q), p) if p > 0 => Some(q as f64 / p as f64),
                         _ => None,
@@ -334,17 +327,17 @@ impl Cgroup {
         let (ctrl, v2_file) = ("cpuacct", "cpu.stat");
         let Some((dir, _, v2)) = self.dir(ctrl)? else { return Ok(None) };
         if v2 {
-            return Ok(read_opt(&dir.join(v2_file))?.map(|t| {
+            return Ok(self.files.read_opt(&dir.join(v2_file))?.map(|t| {
                 let (user_ns, system_ns) = parse_cpu_stat_v2(&t);
                 CpuUsage { user_ns, system_ns, per_cpu: None }
             }));
         }
-        if let Some(t) = read_opt(&dir.join("cpuacct.usage_all"))? {
+        if let Some(t) = self.files.read_opt(&dir.join("cpuacct.usage_all"))? {
             let per = parse_cpuacct_usage_all(&t)?;
             let (u, s) = per.iter().fold((0u64, 0u64), |(a, b), (u, s)| (a.saturating_add(*u), b.saturating_add(*s)));
             return Ok(Some(CpuUsage { user_ns: u, system_ns: s, per_cpu: Some(per) }));
         }
-        match read_opt(&dir.join("cpuacct.usage"))? {
+        match self.files.read_opt(&dir.join("cpuacct.usage"))? {
             Some(t) => Ok(Some(CpuUsage { user_ns: parse_u64(&t)?, system_ns: 0, per_cpu: None })),
             None => Ok(None),
         }
@@ -352,7 +345,7 @@ impl Cgroup {
 
     pub fn pids_current(&self) -> Result<Option<u64>, FuseError> {
         let Some((dir, _, _)) = self.dir("pids")? else { return Ok(None) };
-        read_opt(&dir.join("pids.current"))?.map(|t| parse_u64(&t)).transpose()
+        self.files.read_opt(&dir.join("pids.current"))?.map(|t| parse_u64(&t)).transpose()
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::cgroup::Cgroup;
+use super::fdcache::FdCache;
 use super::render::{self, meminfo, misc, stat};
 use super::FuseError;
 
@@ -40,15 +41,13 @@ pub struct Sources {
     pub cgroup: Cgroup,
     pub start_time: SystemTime,
     pub init_pid: Option<i32>,
-}
-
-fn read(path: &Path) -> Result<String, FuseError> {
-    std::fs::read_to_string(path).map_err(|source| FuseError::Read { path: path.to_path_buf(), source })
+    /// Kept descriptors of the host files read (see `fdcache`).
+    pub files: FdCache,
 }
 
 impl Sources {
     fn host(&self, name: &str) -> Result<String, FuseError> {
-        read(&self.host_proc.join(name))
+        self.files.read(&self.host_proc.join(name))
     }
 
     /// Physical cpus the container sees, and whether that is its whole cpuset.
@@ -65,7 +64,7 @@ impl Sources {
     /// (boot-relative, immune to wall-clock steps) when known, else from the
     /// configured start time.
     fn age(&self) -> f64 {
-        if let Some(age) = self.init_pid.and_then(init_age) {
+        if let Some(age) = self.init_pid.and_then(|pid| init_age(pid, &self.files)) {
             return age;
         }
         SystemTime::now().duration_since(self.start_time).unwrap_or(Duration::ZERO).as_secs_f64()
@@ -121,8 +120,8 @@ impl Sources {
 
 /// Age in seconds of a process, from /proc/<pid>/stat's starttime and
 /// CLOCK_BOOTTIME. None if the process is gone.
-fn init_age(pid: i32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn init_age(pid: i32, files: &FdCache) -> Option<f64> {
+    let text = files.read_opt(Path::new(&format!("/proc/{pid}/stat"))).ok()??;
     let start_ticks = parse_starttime(&text)?;
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec owned by this frame.
@@ -151,6 +150,6 @@ mod tests {
         assert_eq!(parse_starttime("garbage"), None);
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
         assert!(parse_starttime(&own).is_some());
-        assert!(init_age(std::process::id() as i32).unwrap() >= 0.0);
+        assert!(init_age(std::process::id() as i32, &FdCache::default()).unwrap() >= 0.0);
     }
 }

@@ -8,6 +8,7 @@
 //! per-container values for a few non-namespaced sysctls (see `sysctl`).
 
 pub mod cgroup;
+mod fdcache;
 mod files;
 mod process;
 pub mod render;
@@ -124,6 +125,7 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
         cgroup: cgroup::Cgroup::new(&cfg.cgroup_path)?,
         start_time: cfg.start_time,
         init_pid: cfg.init_pid,
+        files: Default::default(),
     };
     let sysctls = sysctl::load(Path::new("/"));
     serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd)

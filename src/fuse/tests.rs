@@ -229,6 +229,7 @@ fn large_file_served_whole() {
         cgroup: cgroup::Cgroup::with_mounts("/", cgroup::Mounts::default()),
         start_time: SystemTime::now(),
         init_pid: None,
+        files: Default::default(),
     };
     let mnt = dir.join("fuse");
     let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
@@ -274,4 +275,34 @@ fn emulated_files_map_to_destinations() {
         args,
         ["--mountpoint=/run/x y", "--cgroup-path=/docker/abc", "--owner-uid=100000", "--owner-gid=100000", "--start-time=1.5", "--ready-fd=5", "--init-pid=42"]
     );
+}
+
+/// Micro-benchmark of the renders alone (no FUSE): median µs per render of each file
+/// for the root cgroup or `NESTRUN_BENCH_CGROUP` (a cgroup path such as
+/// `/docker/<id>`). Run with
+/// `cargo test --release --bin nestrun bench_render -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_render() {
+    let path = std::env::var("NESTRUN_BENCH_CGROUP").unwrap_or_else(|_| "/".into());
+    let sources = files::Sources {
+        host_proc: PathBuf::from("/proc"),
+        cgroup: cgroup::Cgroup::new(&path).unwrap(),
+        start_time: SystemTime::now(),
+        init_pid: Some(std::process::id() as i32),
+        files: Default::default(),
+    };
+    let n = 5000;
+    for &(name, kind) in files::FILES {
+        let mut t: Vec<f64> = (0..n)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                let out = sources.render(kind).unwrap();
+                std::hint::black_box(out);
+                s.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        eprintln!("{name:32} median {:6.1} µs  p90 {:6.1} µs", t[n / 2], t[n * 9 / 10]);
+    }
 }
