@@ -106,7 +106,7 @@ pub fn parse_args() -> Opts {
         Ok(o) => o,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            eprintln!("nestrun: {}", usage_error_line(&e.render().to_string()));
+            eprintln!("nestrun: error: {}", usage_error_line(&e.render().to_string()));
             std::process::exit(2);
         }
     }
