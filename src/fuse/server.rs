@@ -235,7 +235,9 @@ impl Filesystem for ProcFs {
             return reply.error(Errno::EACCES);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        // NOFLUSH: close(2) sends no FLUSH (a synchronous round trip the reader waits for);
+        // nothing here needs one (writes are synchronous, no locks).
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH);
     }
 
     fn read(
@@ -311,8 +313,10 @@ impl Filesystem for ProcFs {
         reply.ok();
     }
 
+    /// Not sent for files opened with FOPEN_NOFLUSH; ENOSYS also makes the kernel stop
+    /// sending FLUSH for good (fc->no_flush), and close(2) then succeeds without it.
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
