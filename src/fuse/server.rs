@@ -1,9 +1,10 @@
 //! The `fuser::Filesystem`: a small fixed tree whose files mirror their
 //! in-container destinations (`proc/meminfo` -> /proc/meminfo, ...).
 //!
-//! - Every open file is direct_io and rendered afresh when read at offset 0;
-//!   later offsets of the same open file read that snapshot (so a reader
-//!   using small buffers sees one consistent text, like lxcfs).
+//! - Every open file is direct_io and rendered afresh when read at offset 0
+//!   (but see [`RENDER_TTL`]); later offsets of the same open file read that
+//!   snapshot (so a reader using small buffers sees one consistent text, like
+//!   lxcfs). FOPEN_NOFLUSH spares close(2) a FLUSH round trip.
 //! - st_size is never 0: busybox `cat` (sendfile) reads nothing from a
 //!   size-0 file, and sendfile stops at st_size even on direct_io files
 //!   (read(2) does not). So lookup/getattr render the file and report its
@@ -18,8 +19,8 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -33,11 +34,25 @@ use super::sysctl::Entry;
 const TTL: Duration = Duration::from_secs(1);
 const MIN_SIZE: u64 = 4096;
 
+/// How long a rendered file is served again to reads at offset 0 (by any reader) instead of
+/// rendering it anew. One USER_HZ tick: the resolution the files themselves have (/proc/stat
+/// counts 10 ms ticks, /proc/uptime shows hundredths of a second), so a cached text is at most
+/// one unit of its last digit behind; the other inputs are coarser anyway (loadavg changes
+/// every 5 s, the kernel folds its per-cpu memory counters every second and memory cgroup
+/// statistics every 2 s). A render costs 10-60 µs of kernel work (procfs/cgroupfs text
+/// generation, /proc/cpuinfo and /proc/stat above all); a reader polling in a loop now pays
+/// it once per tick. The sysctls are not cached (their writes show at once); errors are not
+/// cached (a gone cgroup answers EIO at most this long after its last good render).
+pub const RENDER_TTL: Duration = Duration::from_millis(10);
+
 /// The st_size reported for a file whose current content is `len` bytes.
 fn size_for(len: usize) -> u64 {
     let len = len as u64;
     (len + len / 4).div_ceil(MIN_SIZE).max(1) * MIN_SIZE
 }
+
+/// A file's text and when it was rendered.
+type Rendered = (Instant, Arc<[u8]>);
 
 #[derive(Debug)]
 enum Content {
@@ -62,7 +77,9 @@ pub struct ProcFs {
     owner_gid: u32,
     created: SystemTime,
     next_fh: AtomicU64,
-    snapshots: Mutex<HashMap<u64, Vec<u8>>>,
+    snapshots: Mutex<HashMap<u64, Arc<[u8]>>>,
+    /// Last render of each file node (see [`RENDER_TTL`]).
+    rendered: Mutex<HashMap<usize, Rendered>>,
     /// Last reported st_size per file node: getattr answers from it instead of rendering the
     /// file a second time on every open (it only ever grows, so a reader never sees a size
     /// smaller than content it read before).
@@ -80,6 +97,7 @@ impl ProcFs {
             created: SystemTime::now(),
             next_fh: AtomicU64::new(1),
             snapshots: Mutex::new(HashMap::new()),
+            rendered: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
         };
         for &(path, kind) in FILES {
@@ -171,13 +189,28 @@ impl ProcFs {
         matches!(self.nodes[idx].content, Content::Sysctl(_)) && req.uid() == self.owner_uid
     }
 
-    fn render(&self, idx: usize) -> Result<Vec<u8>, Errno> {
+    fn render(&self, idx: usize) -> Result<Arc<[u8]>, Errno> {
         match &self.nodes[idx].content {
-            Content::File(kind) => self.sources.render(*kind).map_err(|e| {
-                tracing::warn!(file = self.nodes[idx].name.as_str(), error = %e, "render failed");
-                Errno::EIO
-            }),
-            Content::Sysctl(i) => Ok(self.sysctls[*i].read().into_bytes()),
+            Content::File(kind) => {
+                let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((at, data)) = rendered.get(&idx) {
+                    if at.elapsed() < RENDER_TTL {
+                        return Ok(data.clone());
+                    }
+                }
+                let data: Arc<[u8]> = self
+                    .sources
+                    .render(*kind)
+                    .map_err(|e| {
+                        rendered.remove(&idx);
+                        tracing::warn!(file = self.nodes[idx].name.as_str(), error = %e, "render failed");
+                        Errno::EIO
+                    })?
+                    .into();
+                rendered.insert(idx, (Instant::now(), data.clone()));
+                Ok(data)
+            }
+            Content::Sysctl(i) => Ok(self.sysctls[*i].read().into_bytes().into()),
             Content::Dir(_) => Err(Errno::EISDIR),
         }
     }

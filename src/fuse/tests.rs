@@ -187,8 +187,9 @@ fn mount_spawn_read_write_stop() {
     assert!(status.success(), "uid 12345 must read but not write the sysctl");
     assert_eq!(std::fs::read_to_string(mnt.join(rel)).unwrap(), format!("{new}\n"));
 
-    // cgroup gone -> EIO, and the server keeps running
+    // cgroup gone -> EIO (once the last good render has expired), and the server keeps running
     cg.remove();
+    std::thread::sleep(server::RENDER_TTL);
     let e = std::fs::read_to_string(mnt.join("proc/meminfo")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
     assert!(std::fs::read_to_string(mnt.join(rel)).is_ok());
