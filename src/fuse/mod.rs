@@ -10,6 +10,7 @@
 pub mod cgroup;
 mod fdcache;
 mod files;
+mod memory;
 mod process;
 pub mod render;
 mod server;
@@ -120,6 +121,7 @@ pub fn emulated_files() -> Vec<(PathBuf, PathBuf)> {
 /// unmounted (or the process is killed). Writes one byte to `ready_fd` once
 /// the mount is live (the kernel's INIT handshake is done).
 pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseError> {
+    memory::tune_allocator();
     let sources = files::Sources {
         host_proc: PathBuf::from("/proc"),
         cgroup: cgroup::Cgroup::new(&cfg.cgroup_path)?,
@@ -128,10 +130,12 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
         files: Default::default(),
     };
     let sysctls = sysctl::load(Path::new("/"));
-    serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd)
+    serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true)
 }
 
-fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>) -> Result<(), FuseError> {
+/// `trim`: shrink this process's resident memory before serving (the server process;
+/// not a test running the server in a thread).
+fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, trim: bool) -> Result<(), FuseError> {
     std::fs::create_dir_all(mountpoint).map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -154,6 +158,9 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>) ->
         let _ = nix::unistd::write(&fd, b"R");
     }
     tracing::info!(mountpoint = %mountpoint.display(), "fuse server ready");
+    if trim {
+        memory::trim();
+    }
     session.run().map_err(|source| FuseError::Session { path: mountpoint.into(), source })
 }
 

@@ -236,7 +236,7 @@ fn large_file_served_whole() {
     let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
     let (rd, wr) = nix::unistd::pipe().unwrap();
     let m = mnt.clone();
-    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr)));
+    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr), false));
     let guard = MountGuard(mnt.clone(), None);
     let mut b = [0u8; 1];
     assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);

@@ -1,0 +1,102 @@
+//! Keeping the long-lived server process small. `fuse-serve` is the whole
+//! nestrun binary: its start-up (argument parsing, logging set-up, mounting)
+//! maps in far more code than serving needs, and one server runs per
+//! container.
+//!
+//! - [`tune_allocator`] (before the mount): one malloc arena for all threads
+//!   (the worker would otherwise get an arena of its own), and a fixed mmap
+//!   threshold, so fuser's 16 MiB request buffers always come from a fresh
+//!   mapping whose untouched pages stay non-resident (with glibc's dynamic
+//!   threshold, freeing the handshake buffer raises it and the next one comes
+//!   from the heap, where calloc may clear it all).
+//! - [`trim`] (after the mount, before serving): returns freed heap to the
+//!   kernel, and drops this process's page-table entries of clean, read-only,
+//!   file-backed mappings (code and constants of the binary and its
+//!   libraries). The pages stay in the page cache; the few that serving uses
+//!   fault back in (minor faults, once). Mappings holding private (written,
+//!   e.g. relocated) pages are left alone: dropping those would lose data.
+
+/// See the module doc. glibc only (a no-op elsewhere).
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes glibc allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// A mapping of /proc/self/smaps that may be dropped: read-only, private,
+/// backed by a file and without anonymous (copy-on-write) pages.
+fn droppable(smaps: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            // header: range perms offset dev inode [path]
+            let perms = f.next().unwrap_or("");
+            let inode = f.nth(2).unwrap_or("0");
+            let range = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16));
+            cur = match range {
+                (Ok(a), Ok(b)) if perms.len() == 4 && &perms[1..2] == "-" && &perms[3..4] == "p" && inode != "0" => Some((a, b)),
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            if let Some(r) = cur.take() {
+                if f.next() == Some("0") {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// See the module doc.
+pub fn trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    for (start, end) in droppable(&smaps) {
+        // SAFETY: the range is a whole private, read-only, file-backed mapping with no
+        // anonymous pages: MADV_DONTNEED only unmaps pages the kernel maps back from the
+        // file on the next access, with the same content.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_clean_readonly_file_mappings() {
+        let smaps = "\
+55d0a0000000-55d0a0100000 r--p 00000000 08:01 1234 /bin/x
+Size:               1024 kB
+Anonymous:             0 kB
+55d0a0100000-55d0a0200000 r-xp 00100000 08:01 1234 /bin/x
+Anonymous:             0 kB
+55d0a0200000-55d0a0210000 r--p 00200000 08:01 1234 /bin/x
+Anonymous:            64 kB
+55d0a0210000-55d0a0211000 rw-p 00210000 08:01 1234 /bin/x
+Anonymous:             0 kB
+7f0000000000-7f0000001000 r--s 00000000 08:01 99 /dev/shm/y
+Anonymous:             0 kB
+7fff0000000-7fff0002000 r-xp 00000000 00:00 0 [vdso]
+Anonymous:             0 kB
+7f0000002000-7f0000003000 ---p 00000000 00:00 0
+Anonymous:             0 kB
+";
+        assert_eq!(droppable(smaps), vec![(0x55d0a0000000, 0x55d0a0100000), (0x55d0a0100000, 0x55d0a0200000)]);
+        let own = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(!droppable(&own).is_empty(), "this test binary has clean code mappings");
+    }
+}
