@@ -8,16 +8,17 @@ use super::Ctx;
 use crate::lifecycle::{self, CreateArgs, LifecycleError};
 
 pub fn run(a: liboci_cli::Run, ctx: &Ctx) -> Result<i32> {
-    let args = CreateArgs {
-        id: a.container_id.clone(),
+    // `run` takes create's flags (plus --detach, --keep, --no-subreaper).
+    let create = liboci_cli::Create {
+        container_id: a.container_id.clone(),
         bundle: a.bundle.clone(),
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
         preserve_fds: a.preserve_fds,
         no_pivot: a.no_pivot,
-        systemd_cgroup: ctx.systemd_cgroup,
-        detach: a.detach,
+        no_new_keyring: a.no_new_keyring,
     };
+    let args = CreateArgs { detach: a.detach, ..super::create::args(&create, ctx) };
     let mut c = lifecycle::create(&args, &ctx.root)?;
     if let Err(source) = c.start() {
         lifecycle::delete(&ctx.root, &a.container_id, true)?;
