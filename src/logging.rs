@@ -13,7 +13,10 @@ pub struct LogGuard {
 
 pub fn init(global: &GlobalOpts, level: &str) -> LogGuard {
     let json = global.log_format.as_deref() == Some("json");
-    let filter = EnvFilter::try_from_env("NESTRUN_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},libcgroups=error,libcontainer=error")));
+    // libcontainer's warnings (e.g. "cgroup hugetlb not supported") are noise at the default
+    // level; with --debug its own debug lines are wanted (suites look for them).
+    let directives = if matches!(level, "debug" | "trace") { level.to_string() } else { format!("{level},libcgroups=error,libcontainer=error") };
+    let filter = EnvFilter::try_from_env("NESTRUN_LOG").unwrap_or_else(|_| EnvFilter::new(directives));
     let file = global.log.clone().filter(|p| p.as_os_str() != "/dev/stderr");
     let writer = file.as_ref().and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false);
@@ -47,5 +50,6 @@ pub fn report_error(guard: &LogGuard, msg: &str) {
             let _ = writeln!(f, "{line}");
         }
     }
-    eprintln!("nestrun: {msg}");
+    // "error" in the line: runc's wording, and what youki's contest looks for on stderr.
+    eprintln!("nestrun: error: {msg}");
 }
