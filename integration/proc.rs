@@ -63,6 +63,20 @@ fn proc_cpus_quota_one_cpu() {
     assert_eq!(o.out(), "1", "--cpus 1: processor lines in /proc/cpuinfo (host has {})", host_cpus());
 }
 
+/// procps `free` and glibc's sysconf (what JVMs and `getconf` use) read the emulated files.
+/// (coreutils `nproc` and busybox `free` use sched_getaffinity()/sysinfo(): see README gaps.)
+#[test]
+fn procps_free_and_glibc_sysconf_see_the_limits() {
+    need_engines!("procps_free_and_glibc_sysconf_see_the_limits");
+    let img = "nestrun-test/systemd:latest"; // a Debian userland with procps
+    if docker(&["image", "inspect", img]).code != 0 {
+        panic!("{img} is missing: scripts/build-images.sh builds it");
+    }
+    let o = run_nested(&["-m", "256m", "--cpus", "1", "--entrypoint", "/bin/sh", img, "-c", "free -k | awk '/^Mem:/{print $2}'; getconf _NPROCESSORS_ONLN"]).ok();
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines, ["262144", "1"], "free -k total and getconf _NPROCESSORS_ONLN with -m 256m --cpus 1:\n{}", o.stdout);
+}
+
 #[test]
 fn proc_uptime_starts_with_container() {
     need_engines!("proc_uptime_starts_with_container");
