@@ -28,7 +28,8 @@ fn wait_booted(c: &Ctr, secs: u64) -> String {
                 println!("{}: systemd {} after {:.1?}", c.name, o.out(), start.elapsed());
                 return o.out().to_string();
             }
-            "stopping" | "offline" => break,
+            // "offline": systemctl cannot reach PID 1 yet (early boot on a loaded machine): retry.
+            "stopping" => break,
             _ => std::thread::sleep(Duration::from_millis(500)),
         }
     }
