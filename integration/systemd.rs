@@ -93,60 +93,7 @@ fn systemd_stop_signal_halts_cleanly() {
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "130", "systemd should halt on SIGRTMIN+3 (exit by SIGINT), not be killed");
 }
 
-// ---- host-side leftovers (as system.rs checks them) -----------------------------------------
-
-struct Traces {
-    mounts: Vec<String>,
-    mnt_dirs: Vec<std::path::PathBuf>,
-    leases: Vec<std::path::PathBuf>,
-    data: Vec<std::path::PathBuf>,
-    cgroups: Vec<std::path::PathBuf>,
-    fuse: Vec<i32>,
-}
-
-impl Traces {
-    fn of(id: &str) -> Traces {
-        let mut data = entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-"));
-        data.extend(layer_data_dir(id));
-        Traces {
-            mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
-            mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
-            leases: leases_naming(&format!("/.nestrun/{id}")),
-            data,
-            cgroups: cgroup_dirs(&format!("docker/{id}")),
-            fuse: fuse_servers(id),
-        }
-    }
-    /// Everything but the data dir, which persists across stop/start by design.
-    fn is_empty_but_data(&self) -> bool {
-        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.cgroups.is_empty() && self.fuse.is_empty()
-    }
-    fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse.is_empty()
-    }
-    fn describe(&self) -> String {
-        format!("mounts {:?}\nmount dirs {:?}\nleases {:?}\ndata {:?}\ncgroups {:?}\nfuse servers {:?}", self.mounts, self.mnt_dirs, self.leases, self.data, self.cgroups, self.fuse)
-    }
-}
-
-/// Host pids of `nestrun fuse-serve` processes serving this container.
-fn fuse_servers(id: &str) -> Vec<i32> {
-    let mut v = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
-            if cmd.contains("fuse-serve") && cmd.contains(&format!("/nestrun-mnt/{id}-")) {
-                v.push(pid);
-            }
-        }
-    }
-    v
-}
-
-/// Host pids in the uid range `start` whose cgroup names the container.
-fn own_pids(id: &str, start: u64) -> Vec<i32> {
-    pids_in_uid_range(start, 65536).into_iter().filter(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|s| s.contains(id))).collect()
-}
+// ---- host-side leftovers: util.rs's traces(), as system.rs checks them ----------------------
 
 fn range_start(c: &Ctr) -> u64 {
     let (inside, outside, count) = uid_map(c.pid());
@@ -157,8 +104,8 @@ fn range_start(c: &Ctr) -> u64 {
 
 /// One running instance: exactly one of each per-container thing on the host.
 fn assert_single_instance(id: &str) {
-    let t = Traces::of(id);
-    assert!(t.mnt_dirs.len() == 1 && t.leases.len() == 1 && t.data.len() == 1 && t.fuse.len() == 1 && !t.mounts.is_empty() && !t.cgroups.is_empty(), "a running container should have one mount dir, lease, data dir and FUSE server:\n{}", t.describe());
+    let t = traces(id);
+    assert!(t.mnt_dirs.len() == 1 && t.leases.len() == 1 && t.data.len() == 1 && t.fuse_servers.len() == 1 && !t.mounts.is_empty() && !t.cgroups.is_empty(), "a running container should have one mount dir, lease, data dir and FUSE server:\n{}", format!("{t:#?}"));
 }
 
 #[test]
@@ -181,7 +128,7 @@ fn systemd_boots_again_after_init_is_killed() {
     assert_eq!(c.inspect("{{.State.ExitCode}}"), "137");
     // the engine deleted the task: nothing of it is left before the restart but its data dir
     // (kept beside the container's layer, like the layer itself)
-    assert!(wait_for(15, || Traces::of(&id).is_empty_but_data()), "after the crash (container exited) the host still has:\n{}", Traces::of(&id).describe());
+    assert!(wait_for(15, || traces(&id).is_empty_but_data()), "after the crash (container exited) the host still has:\n{:#?}", traces(&id));
     assert!(wait_for(10, || own_pids(&id, start).is_empty()), "processes of {id} survived the crash: {:?}", own_pids(&id, start));
 
     docker(&["start", &c.name]).ok();
@@ -199,8 +146,8 @@ fn systemd_boots_again_after_init_is_killed() {
     assert!(!pids.is_empty());
     let layer_data = layer_data_dir(&id);
     docker(&["rm", "-f", &c.name]).ok();
-    let after = Traces::of(&id);
-    assert!(after.is_empty(), "docker rm -f left:\n{}", after.describe());
+    let after = traces(&id);
+    assert!(after.is_empty(), "docker rm -f left:\n{after:#?}");
     assert!(layer_data.is_some_and(|d| !d.exists()), "the data dir beside the container's layer outlived docker rm -f");
     assert!(wait_for(5, || own_pids(&id, start).is_empty()), "processes of {id} survived docker rm -f: {:?}", own_pids(&id, start));
 }

@@ -295,6 +295,11 @@ pub struct Traces {
 }
 
 impl Traces {
+    /// Everything but the data dir, which persists across stop/start by design.
+    pub fn is_empty_but_data(&self) -> bool {
+        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
     }
