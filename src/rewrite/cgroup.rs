@@ -5,9 +5,9 @@
 //! children but not write its own limit files, which stay owned by host root.
 use std::path::Path;
 
-use libcontainer::oci_spec::runtime::{MountBuilder, Spec};
+use libcontainer::oci_spec::runtime::Spec;
 
-use super::{add_mount, RewriteError};
+use super::{add_mount, new_mount, RewriteError};
 use crate::facts::Facts;
 
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
@@ -27,19 +27,15 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
             }
         }
     }
-    let m = MountBuilder::default()
-        .destination(dest)
-        .typ("cgroup")
-        .source("cgroup")
-        .options(["nosuid", "noexec", "nodev", "relatime", "rw"].map(String::from).to_vec())
-        .build()
-        .expect("all fields set");
-    add_mount(&mut spec, m);
+    let opts = ["nosuid", "noexec", "nodev", "relatime", "rw"].map(String::from).to_vec();
+    add_mount(&mut spec, new_mount(dest, "cgroup", "cgroup", opts));
     Ok(spec)
 }
 
 #[cfg(test)]
 mod tests {
+    use libcontainer::oci_spec::runtime::MountBuilder;
+
     use super::*;
     use crate::rewrite::testutil::{docker_like, facts};
 

@@ -2,9 +2,9 @@
 //! inner dockerd/containerd get overlay2 / the overlayfs snapshotter (an overlay upper dir on
 //! top of the container's own overlay rootfs is not supported and dockerd silently falls back
 //! to vfs). A mount the engine already has at that path (a user volume) wins.
-use libcontainer::oci_spec::runtime::{MountBuilder, Spec};
+use libcontainer::oci_spec::runtime::Spec;
 
-use super::{add_mount, RewriteError};
+use super::{add_mount, new_mount, RewriteError};
 use crate::facts::Facts;
 
 /// Paths that get a host-backed directory.
@@ -19,14 +19,8 @@ pub const DATA_DIRS: &[&str] = &[
 
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     for d in &facts.data_dirs {
-        let m = MountBuilder::default()
-            .destination(&d.destination)
-            .typ("bind")
-            .source(&d.source)
-            .options(["rbind", "rprivate", "rw"].map(String::from).to_vec())
-            .build()
-            .expect("all fields set");
-        add_mount(&mut spec, m);
+        let opts = ["rbind", "rprivate", "rw"].map(String::from).to_vec();
+        add_mount(&mut spec, new_mount(&d.destination, "bind", &d.source, opts));
     }
     Ok(spec)
 }
@@ -34,6 +28,8 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    use libcontainer::oci_spec::runtime::MountBuilder;
 
     use super::*;
     use crate::facts::DataDir;

@@ -6,9 +6,9 @@
 //!   kernel log must not be readable or writable.
 //! - /lib/modules/$(uname -r) is bound read-only when present, for tools that look for modules
 //!   (loading them stays impossible: init_module is denied by seccomp and by the kernel).
-use libcontainer::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, MountBuilder, Spec};
+use libcontainer::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, Spec};
 
-use super::{add_mount, RewriteError};
+use super::{add_mount, new_mount, RewriteError};
 use crate::facts::Facts;
 
 /// The only host character devices a system container gets, even when the engine lists more
@@ -54,7 +54,7 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
         if ro {
             opts.push("ro".into());
         }
-        MountBuilder::default().destination(dest).typ("bind").source(src).options(opts).build().expect("all fields set")
+        new_mount(dest, "bind", src, opts)
     };
     add_mount(&mut spec, bind("/dev/null", "/dev/kmsg", false));
     if let Some(m) = &facts.lib_modules {

@@ -66,6 +66,17 @@ pub(crate) fn has_mount(spec: &Spec, dest: &Path) -> bool {
     spec.mounts().as_ref().is_some_and(|ms| ms.iter().any(|m| m.destination() == dest))
 }
 
+/// A mount of `typ` from `source` at `dest` with `options`.
+pub(crate) fn new_mount(dest: impl Into<std::path::PathBuf>, typ: &str, source: impl Into<std::path::PathBuf>, options: Vec<String>) -> Mount {
+    libcontainer::oci_spec::runtime::MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options)
+        .build()
+        .expect("all fields set")
+}
+
 /// Append `m` unless the spec already mounts at its destination (the spec wins).
 pub(crate) fn add_mount(spec: &mut Spec, m: Mount) {
     if !has_mount(spec, m.destination()) {

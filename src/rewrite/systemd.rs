@@ -1,9 +1,9 @@
 //! systemd as init: it needs tmpfs at /run and /run/lock and the `container` environment
 //! variable (how it detects a container and skips hardware units). Applied when the process is
 //! an init (`/sbin/init`, `.../systemd`); a mount the spec already has wins.
-use libcontainer::oci_spec::runtime::{MountBuilder, Spec};
+use libcontainer::oci_spec::runtime::Spec;
 
-use super::{add_mount, RewriteError};
+use super::{add_mount, new_mount, RewriteError};
 use crate::facts::Facts;
 
 pub fn is_systemd(spec: &Spec) -> bool {
@@ -22,8 +22,7 @@ pub fn rewrite(mut spec: Spec, _facts: &Facts) -> Result<Spec, RewriteError> {
     let lock: &[&str] = &["rw", "nosuid", "nodev", "noexec", "mode=1777", "size=5120k"];
     for (dest, opts) in [("/run", run), ("/run/lock", lock)] {
         let o: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
-        let m = MountBuilder::default().destination(dest).typ("tmpfs").source("tmpfs").options(o).build().expect("all fields set");
-        add_mount(&mut spec, m);
+        add_mount(&mut spec, new_mount(dest, "tmpfs", "tmpfs", o));
     }
     if let Some(p) = spec.process_mut().as_mut() {
         let mut env = p.env().clone().unwrap_or_default();
