@@ -9,6 +9,7 @@ pub mod util;
 mod badinput;
 mod concurrency;
 mod ctr;
+mod leaks;
 mod docker;
 mod nesting;
 mod podman;
