@@ -74,12 +74,12 @@ fn fifty_parallel_runs_get_distinct_ranges() {
     println!("  {}", summary("docker run --rm total, incl. barrier wait and removal", results.iter().map(|(o, _)| o.elapsed).collect()));
 }
 
-/// 5 nested DinD containers started in parallel: each inner dockerd answers and runs a
+/// 10 nested DinD containers started in parallel: each inner dockerd answers and runs a
 /// container, ranges are disjoint, and `docker rm -f` leaves nothing.
 #[test]
-fn five_parallel_dind() {
-    need_engines!("five_parallel_dind");
-    const N: usize = 5;
+fn ten_parallel_dind() {
+    need_engines!("ten_parallel_dind");
+    const N: usize = 10;
     let started = Instant::now();
     let threads: Vec<_> = (0..N)
         .map(|i| {
@@ -111,7 +111,7 @@ fn five_parallel_dind() {
             assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "uid ranges overlap: {a:?} and {b:?}");
         }
     }
-    println!("five_parallel_dind: {N} ready and inner run done after {:.1?}", started.elapsed());
+    println!("ten_parallel_dind: {N} ready and inner run done after {:.1?}", started.elapsed());
     println!("  {}", summary("docker run -d -> inner dockerd answers", ctrs.iter().map(|(_, r, ..)| *r).collect()));
     println!("  {}", summary("... + inner docker run --rm busybox true", ctrs.iter().map(|(_, _, d, _)| *d).collect()));
     let t0 = Instant::now();
