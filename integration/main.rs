@@ -9,6 +9,7 @@ pub mod util;
 mod badinput;
 mod concurrency;
 mod ctr;
+mod diskfull;
 mod leaks;
 mod docker;
 mod nesting;
