@@ -84,7 +84,7 @@ impl Drop for SmallDocker {
         let _ = sh(&format!("/usr/bin/docker -H unix://{RUNDIR}/docker.sock rm -f $(/usr/bin/docker -H unix://{RUNDIR}/docker.sock ps -aq) 2>/dev/null"));
         let _ = run_cmd(script("dockerd.sh", "stop"), Duration::from_secs(120));
         let _ = run_cmd(script("containerd.sh", "stop"), Duration::from_secs(120));
-        let _ = sh(&format!("umount {DATA} || umount -l {DATA}; rmdir {DATA}; rm -rf {RUNDIR}"));
+        let _ = sh(&format!("umount {DATA} || umount -l {DATA}; rmdir {DATA}; rm -rf {RUNDIR}; ip link del nestrunfull0"));
         let _ = std::fs::remove_file(&self.image);
     }
 }
