@@ -241,6 +241,11 @@ fn large_file_served_whole() {
     let mut b = [0u8; 1];
     assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);
     assert_eq!(std::fs::read_to_string(mnt.join("proc/cpuinfo")).unwrap(), cpuinfo);
+    // One read(2) with a large buffer gets the whole file although it is bigger than one
+    // READ request (the kernel sends several within the call).
+    let mut buf = vec![0u8; 1 << 20];
+    let n = std::io::Read::read(&mut std::fs::File::open(mnt.join("proc/cpuinfo")).unwrap(), &mut buf).unwrap();
+    assert_eq!(n, cpuinfo.len());
     assert_eq!(std::fs::read_to_string(mnt.join("sys/devices/system/cpu/online")).unwrap(), "0-63\n");
     if Path::new("/bin/busybox").exists() {
         let out = std::process::Command::new("/bin/busybox").arg("cat").arg(mnt.join("proc/cpuinfo")).output().unwrap();
