@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
+use serde_json::Value;
 
 /// Refuse absurdly large configs before parsing (a real config.json is a few KiB).
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -80,15 +81,57 @@ pub fn load(bundle: &Path) -> Result<(Spec, PathBuf), BundleError> {
     Ok((spec, rootfs))
 }
 
-/// Write the rewritten spec as `<dir>/config.json` (atomically: temp file + rename).
-pub fn write_shadow(dir: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
+/// Write the rewritten spec as `<dir>/config.json` (atomically: temp file + rename), with the
+/// members of the engine's `<bundle>/config.json` that oci_spec does not know put back (see
+/// [`keep_unknown`]): hooks and tools that read the bundle see what the engine wrote.
+pub fn write_shadow(dir: &Path, spec: &Spec, bundle: &Path) -> Result<PathBuf, BundleError> {
     fs::create_dir_all(dir).map_err(|source| BundleError::Write { path: dir.to_path_buf(), source })?;
     let path = config_path(dir);
     let tmp = dir.join(".config.json.tmp");
-    let text = serde_json::to_vec(spec).expect("a Spec always serialises");
+    let mut out = serde_json::to_value(spec).expect("a Spec always serialises");
+    // Already parsed once by load(): an error here means the file changed under us; then the
+    // unknown members are simply not carried over.
+    if let Some(original) = fs::read(config_path(bundle)).ok().and_then(|t| serde_json::from_slice::<Value>(&t).ok()) {
+        keep_unknown(&original, &mut out);
+    }
+    let text = serde_json::to_vec(&out).expect("a Value always serialises");
     fs::write(&tmp, text).map_err(|source| BundleError::Write { path: tmp.clone(), source })?;
     fs::rename(&tmp, &path).map_err(|source| BundleError::Write { path: path.clone(), source })?;
     Ok(path)
+}
+
+/// Copies into `out` the object members of `original` (an engine's config.json) that a
+/// round-trip through oci_spec drops: fields of newer spec versions and vendor extensions,
+/// at any depth of nested objects. A member is only added where `out` has the parent object
+/// and not the member: a rewrite's own value always wins, and a field the rewrite removed
+/// that oci_spec knows is not brought back. Members inside arrays (mounts, hooks) are not
+/// carried over: the rewrite adds and removes array elements, so positions do not match.
+pub fn keep_unknown(original: &Value, out: &mut Value) {
+    let Ok(spec) = serde_json::from_value::<Spec>(original.clone()) else { return };
+    let known = serde_json::to_value(&spec).expect("a Spec always serialises");
+    let mut missing = vec![];
+    unknown_members(original, &known, &mut vec![], &mut missing);
+    for (path, value) in missing {
+        let (key, parents) = path.split_last().expect("member paths are never empty");
+        let parent = parents.iter().try_fold(&mut *out, |at, p| at.get_mut(p.as_str()).filter(|v| v.is_object()));
+        if let Some(obj) = parent.and_then(Value::as_object_mut) {
+            obj.entry(key.clone()).or_insert(value);
+        }
+    }
+}
+
+/// Paths (object keys from the top) of members of `original` that `known` lacks.
+fn unknown_members(original: &Value, known: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+    let (Some(o), Some(k)) = (original.as_object(), known.as_object()) else { return };
+    for (key, value) in o {
+        path.push(key.clone());
+        match k.get(key) {
+            None if !value.is_null() => out.push((path.clone(), value.clone())),
+            Some(kv) => unknown_members(value, kv, path, out),
+            None => {}
+        }
+        path.pop();
+    }
 }
 
 #[cfg(test)]
@@ -121,4 +164,37 @@ mod tests {
         assert_eq!(err, format!("rootfs {}/nope does not exist", dir.display()));
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn unknown_members_survive_the_rewrite_and_rewrites_win() {
+        let original: Value = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+                "process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0},"x-vendor-knob":7},
+                "linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"},"x-new-field":{"a":[1,2]}},
+                "mounts":[{"destination":"/x","type":"tmpfs","source":"tmpfs","x-in-array":1}],
+                "org.example.extension":{"keep":"me"},"x-null":null}"#,
+        )
+        .unwrap();
+        let mut spec: Spec = serde_json::from_value(original.clone()).unwrap();
+        // What a rewrite does: drop a known field, change another.
+        spec.linux_mut().as_mut().unwrap().set_seccomp(None);
+        spec.set_hostname(Some("rewritten".into()));
+        let mut out = serde_json::to_value(&spec).unwrap();
+        assert!(out.get("org.example.extension").is_none(), "oci_spec itself drops unknown members");
+        keep_unknown(&original, &mut out);
+        assert_eq!(out["org.example.extension"], serde_json::json!({"keep": "me"}));
+        assert_eq!(out["process"]["x-vendor-knob"], 7);
+        assert_eq!(out["linux"]["x-new-field"], serde_json::json!({"a": [1, 2]}));
+        assert_eq!(out["hostname"], "rewritten");
+        assert!(out["linux"].get("seccomp").is_none(), "a field the rewrite removed came back");
+        assert!(out["mounts"][0].get("x-in-array").is_none());
+        assert!(out.get("x-null").is_none());
+        // The result still parses as a spec, and a second pass changes nothing.
+        let again: Spec = serde_json::from_value(out.clone()).unwrap();
+        assert_eq!(again.hostname().as_deref(), Some("rewritten"));
+        let before = out.clone();
+        keep_unknown(&original, &mut out);
+        assert_eq!(out, before);
+    }
+
 }

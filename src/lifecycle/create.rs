@@ -96,7 +96,7 @@ fn create_in(
             }
             tracing::debug!(spec = %serde_json::to_string(&out).unwrap_or_default(), "rewritten spec");
             let shadow = sdir.join("bundle");
-            bundle::write_shadow(&shadow, &out)?;
+            bundle::write_shadow(&shadow, &out, bundle_dir)?;
             let server = start_proc_emulation(&out, &facts, root, sdir, rec)?;
             (shadow, Some((facts, server)))
         }
