@@ -47,15 +47,40 @@ pub struct Facts {
     pub data_dirs: Vec<DataDir>,
     /// /lib/modules/<release> when the host has it.
     pub lib_modules: Option<PathBuf>,
-    /// Extra devices requested by annotation and present on the host.
+    /// Extra devices requested by annotation (`io.nestrun.dev.fuse`, `io.nestrun.dev.tun`)
+    /// and present on the host.
     pub fuse_device: bool,
     pub tun_device: bool,
+    /// Where their nodes are: a host directory (nestrun's own tmpfs below the mount dir) with
+    /// `fuse` and `tun` character devices owned by the container's root.
+    pub dev_dir: Option<PathBuf>,
 }
 
 /// Annotation keys (docker `--label` reaches the spec as annotations).
 pub const ANN_MODE: &str = "io.nestrun.mode";
 /// `host`: keep the kernel's own /proc and /sys files (no FUSE emulation).
 pub const ANN_PROC: &str = "io.nestrun.proc";
+
+/// `true`: /dev/fuse, usable by root in the container (FUSE mounts inside it).
+pub const ANN_DEV_FUSE: &str = "io.nestrun.dev.fuse";
+/// `true`: /dev/net/tun, usable by root in the container (tun/tap devices in its netns).
+pub const ANN_DEV_TUN: &str = "io.nestrun.dev.tun";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FactsError {
+    #[error("annotation {key}={value:?}: expected true or false")]
+    NotABool { key: &'static str, value: String },
+}
+
+/// The extra devices the spec's annotations ask for: (fuse, tun). Absent means false.
+pub fn requested_devices(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(bool, bool), FactsError> {
+    let get = |key: &'static str| match spec.annotations().as_ref().and_then(|a| a.get(key)).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(FactsError::NotABool { key, value: v.to_string() }),
+    };
+    Ok((get(ANN_DEV_FUSE)?, get(ANN_DEV_TUN)?))
+}
 
 /// Linux capability names by bit number (capability.h), for reading CapBnd.
 pub const CAP_NAMES: &[&str] = &[
@@ -68,3 +93,27 @@ pub const CAP_NAMES: &[&str] = &[
     "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use libcontainer::oci_spec::runtime::Spec;
+
+    use super::*;
+
+    fn with(ann: &[(&str, &str)]) -> Spec {
+        let mut s = Spec::default();
+        s.set_annotations(Some(ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>()));
+        s
+    }
+
+    #[test]
+    fn device_annotations() {
+        assert_eq!(requested_devices(&Spec::default()), Ok((false, false)));
+        assert_eq!(requested_devices(&with(&[(ANN_DEV_FUSE, "true")])), Ok((true, false)));
+        assert_eq!(requested_devices(&with(&[(ANN_DEV_TUN, "true"), (ANN_DEV_FUSE, "false")])), Ok((false, true)));
+        let e = requested_devices(&with(&[(ANN_DEV_TUN, "yes")])).unwrap_err();
+        assert_eq!(e.to_string(), "annotation io.nestrun.dev.tun=\"yes\": expected true or false");
+    }
+}

@@ -70,6 +70,8 @@ fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
 
 pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, rec: &mut Record) -> Result<Facts, LifecycleError> {
     let mut facts = Facts { mode: Mode::System, rootfs: Some(rootfs.to_path_buf()), ..Facts::default() };
+    // checked before anything is made, so a bad value leaves nothing behind
+    let (fuse, tun) = crate::facts::requested_devices(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
     facts.runtime_caps = runtime_caps();
     facts.rlimit_hard = rlimit_hard();
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
@@ -131,6 +133,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         super::teardown::clear_mounts(&mdir, true);
     }
     crate::sidecar::create_traversable(&mdir).map_err(host::io("create", &mdir))?;
+    if fuse || tun {
+        facts.dev_dir = Some(dev_nodes(&mdir.join("dev"), fuse, tun, facts.host_id).map_err(|msg| LifecycleError::Other { id: id.into(), msg })?);
+        (facts.fuse_device, facts.tun_device) = (fuse, tun);
+    }
     let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
     let mut made = Vec::new();
     facts.rootfs = Some(match &layers {
@@ -236,4 +242,30 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     }
     super::fault_point("datadirs");
     Ok(facts)
+}
+
+/// The device nodes asked for by annotation (see rewrite/devices.rs), made by host root in a
+/// tmpfs of their own at `dir` (below the mount dir: teardown unmounts it with the rest). A fresh
+/// tmpfs is not nodev wherever the mount dir lives (/run often is); it is 0700 and owned by the
+/// container's root, so no other host user reaches the nodes.
+fn dev_nodes(dir: &Path, fuse: bool, tun: bool, host_id: u32) -> Result<PathBuf, String> {
+    use nix::sys::stat::{makedev, mknod, Mode as M, SFlag};
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let opts = format!("mode=700,uid={host_id},gid={host_id},size=16k");
+    nix::mount::mount(Some("nestrun-dev"), dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NOEXEC, Some(opts.as_str()))
+        .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))?;
+    for (want, name, host, minor, ann) in [(fuse, "fuse", "/dev/fuse", 229, crate::facts::ANN_DEV_FUSE), (tun, "tun", "/dev/net/tun", 200, crate::facts::ANN_DEV_TUN)] {
+        if !want {
+            continue;
+        }
+        if !Path::new(host).exists() {
+            return Err(format!("{ann}=true, but the host has no {host} (load the kernel module)"));
+        }
+        let node = dir.join(name);
+        mknod(&node, SFlag::S_IFCHR, M::from_bits_truncate(0o666), makedev(10, minor)).map_err(|e| format!("mknod {}: {e}", node.display()))?;
+        // mknod applies the umask
+        std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).map_err(|e| format!("chmod {}: {e}", node.display()))?;
+        std::os::unix::fs::chown(&node, Some(host_id), Some(host_id)).map_err(|e| format!("chown {}: {e}", node.display()))?;
+    }
+    Ok(dir.to_path_buf())
 }
