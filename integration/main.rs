@@ -12,6 +12,7 @@ mod ctr;
 mod diskfull;
 mod leaks;
 mod docker;
+mod inner;
 mod nesting;
 mod podman;
 mod proc;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: scripts/build-images.sh [--docker-host unix:///path.sock] [--force] [--no-dind]
-#                               [--no-systemd]
+#                               [--no-systemd] [--no-dind-trixie]
 #
 # Builds nestrun's test images from the host's own Debian packages (no registry
 # is reachable) and `docker import`s them into a dockerd:
@@ -20,6 +20,14 @@
 #                                Needs the Debian mirror on the first build (then
 #                                cached); if debootstrap fails the image is skipped
 #                                with a warning. --no-systemd skips it.
+#   nestrun-test/dind-trixie:latest  Debian trixie minbase (debootstrap, same mirror
+#                                and cache) with docker.io + docker-cli 26, containerd, runc, tini,
+#                                iptables, iproute2, procps, busybox + the dind
+#                                entrypoint/wait/modprobe helpers; same ENTRYPOINT
+#                                and /images/busybox.tar as nestrun-test/dind. Its
+#                                docker can run an inner --privileged here. If
+#                                debootstrap fails it is skipped with a warning and
+#                                the tests that need it fail. --no-dind-trixie skips it.
 # Root filesystems are cached as tarballs under $NESTRUN_IMAGE_CACHE
 # (default /var/cache/nestrun-test/images/*.tar) and rebuilt only when missing
 # (or --force). An image is (re)imported when it is missing from the target
@@ -38,6 +46,9 @@ WANT_SYSTEMD=1
 # bump when the systemd image contents change (separate from IMAGE_VERSION: it
 # is slow to rebuild and needs the network)
 SYSTEMD_IMAGE_VERSION=1
+WANT_TRIXIE=1
+# the same for nestrun-test/dind-trixie
+TRIXIE_IMAGE_VERSION=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --docker-host) DOCKER_HOST=$2; shift 2 ;;
@@ -45,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --force) FORCE=1; shift ;;
     --no-dind) WANT_DIND=0; shift ;;
     --no-systemd) WANT_SYSTEMD=0; shift ;;
+    --no-dind-trixie) WANT_TRIXIE=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -238,17 +250,27 @@ fi
 SYSTEMD_TAR="$NESTRUN_IMAGE_CACHE/systemd-v$SYSTEMD_IMAGE_VERSION.tar"
 # downloaded .debs are kept here, so a rebuild does not fetch them again
 DEBOOTSTRAP_CACHE="$NESTRUN_IMAGE_CACHE/debootstrap-debs"
-build_systemd() {
-  local root="$WORK/systemd" u
+# debootstrap_root SUITE ROOT PACKAGES: a minbase Debian SUITE in ROOT, plus PACKAGES
+debootstrap_root() {
+  local suite=$1 root=$2 include=$3
   command -v debootstrap >/dev/null || { log "warning: debootstrap missing (run scripts/install-deps.sh)"; return 1; }
   mkdir -p "$DEBOOTSTRAP_CACHE"
-  if ! debootstrap --variant=minbase --cache-dir="$DEBOOTSTRAP_CACHE" \
-    --include=systemd,systemd-sysv,dbus,docker.io,containerd,runc,iptables,iproute2,procps \
-    bookworm "$root" "${NESTRUN_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap.log" 2>&1; then
-    log "warning: debootstrap failed; last lines of its log:"
-    tail -n 15 "$WORK/debootstrap.log" >&2
+  if ! debootstrap --variant=minbase --cache-dir="$DEBOOTSTRAP_CACHE" --include="$include" \
+    "$suite" "$root" "${NESTRUN_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap-$suite.log" 2>&1; then
+    log "warning: debootstrap $suite failed; last lines of its log:"
+    tail -n 15 "$WORK/debootstrap-$suite.log" >&2
     return 1
   fi
+}
+# strip_root ROOT: package caches, lists, docs (image size)
+strip_root() {
+  rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* \
+    "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/info/* "$1"/usr/share/locale/* \
+    "$1"/var/log/*.log "$1"/var/log/apt/*
+}
+build_systemd() {
+  local root="$WORK/systemd" u
+  debootstrap_root bookworm "$root" systemd,systemd-sysv,dbus,docker.io,containerd,runc,iptables,iproute2,procps || return 1
   # the inner dockerd uses legacy iptables (no nf_tables in a user namespace on every kernel)
   chroot "$root" update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null
   chroot "$root" update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy >/dev/null
@@ -286,10 +308,7 @@ build_systemd() {
   printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' >"$root/etc/systemd/journald.conf.d/nestrun.conf"
   mkdir -p "$root/images"
   dk save -o "$root/images/busybox.tar" nestrun-test/busybox:latest
-  # size: package caches, lists, docs
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
-    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
-    "$root"/var/log/*.log "$root"/var/log/apt/*
+  strip_root "$root"
   pack "$root" "$SYSTEMD_TAR"
 }
 if [[ "$WANT_SYSTEMD" == 1 ]]; then
@@ -312,6 +331,38 @@ if [[ "$WANT_SYSTEMD" == 1 ]]; then
     else
       log "nestrun-test/systemd:latest up to date in $DOCKER_HOST"
     fi
+  fi
+fi
+
+# --- dind-trixie ---------------------------------------------------------------
+# The dind image's entrypoint on Debian trixie's docker.io 26 / containerd 1.7 / runc 1.1:
+# docker >= 23 gives an inner `docker run --privileged` the capabilities its runtime
+# actually has, where 20.10 asks for all of the kernel's (fails on hosts whose bounding set
+# lacks one, see SECURITY.md F2).
+TRIXIE_TAR="$NESTRUN_IMAGE_CACHE/dind-trixie-v$TRIXIE_IMAGE_VERSION.tar"
+build_dind_trixie() {
+  local root="$WORK/dind-trixie"
+  debootstrap_root trixie "$root" docker.io,docker-cli,containerd,runc,tini,iptables,iproute2,procps,busybox || return 1
+  # dockerd runs modprobe for bridge/netfilter modules: the host must have them loaded
+  install -D -m 755 "$IMAGES_DIR/modprobe" "$root/usr/local/sbin/modprobe"
+  install -D -m 755 "$IMAGES_DIR/dind-entrypoint" "$root/usr/local/bin/dind-entrypoint"
+  install -D -m 755 "$IMAGES_DIR/dind-wait" "$root/usr/local/bin/dind-wait"
+  mkdir -p "$root/etc/docker" "$root/var/lib/docker" "$root/var/lib/containerd" "$root/images"
+  dk save -o "$root/images/busybox.tar" nestrun-test/busybox:latest
+  strip_root "$root"
+  pack "$root" "$TRIXIE_TAR"
+}
+if [[ "$WANT_TRIXIE" == 1 ]]; then
+  if [[ ! -s "$TRIXIE_TAR" || "$FORCE" == 1 ]]; then
+    log "building $TRIXIE_TAR (debootstrap trixie: about a minute)"
+    build_dind_trixie || log "warning: nestrun-test/dind-trixie not built; the tests that need it will FAIL"
+  fi
+  if [[ -s "$TRIXIE_TAR" ]]; then
+    import_image nestrun-test/dind-trixie:latest "$TRIXIE_TAR" \
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      'VOLUME /var/lib/docker' \
+      'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
+      'CMD []'
   fi
 fi
 
