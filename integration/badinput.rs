@@ -242,3 +242,94 @@ fn cli_run_and_cleanup() {
     e.cli(&["delete", "--force", &i]).ok();
     e.assert_clean(&i);
 }
+
+/// Hostile and malformed config.json, table-driven: each case edits the busybox bundle (or
+/// writes raw text) and must fail with exactly one stderr line containing every needle, and
+/// leave nothing behind.
+#[test]
+fn hostile_configs() {
+    need_root!("hostile_configs");
+    let e = Env::new("bad-hostile");
+    let pristine = std::fs::read_to_string(e.config()).unwrap();
+    let n_mounts = serde_json::from_str::<Value>(&pristine).unwrap()["mounts"].as_array().unwrap().len();
+    let userns = |c: &mut Value, host: u64, size: u64| {
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host, "size": size}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host, "size": size}]);
+    };
+    let host_root_link = e.dir.path.join("hostroot");
+    std::os::unix::fs::symlink("/", &host_root_link).unwrap();
+    let dotdot = format!(r#"mounts[{n_mounts}].destination "/../../etc/evil": '..' components are refused in system mode"#);
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    // (case, edit of the JSON or None for raw text, raw text, needles)
+    let cases: Vec<(&str, Option<Edit>, String, Vec<&str>)> = vec![
+        ("huge file", None, pristine.replacen('{', &format!("{{\"x-pad\": \"{}\",", "y".repeat(5 << 20)), 1), vec!["config.json", "larger than the 4194304 byte limit"]),
+        ("deep nesting in a known field", None, pristine.replacen("\"args\": [", &format!("\"args\": {}", "[".repeat(300)), 1), vec!["config.json", "process.args[0]"]),
+        ("negative uid", Some(Box::new(|c| c["process"]["user"]["uid"] = json!(-1))), String::new(), vec!["process.user.uid", "expected u32"]),
+        ("mapping of host root", Some(Box::new(move |c| userns(c, 0, 65536))), String::new(), vec!["linux.uidMappings: maps host root (hostID 0)"]),
+        ("empty mapping", Some(Box::new(move |c| userns(c, 2_000_000, 0))), String::new(), vec!["linux.uidMappings: size 0 is smaller than 65536"]),
+        ("mapping past 2^32", Some(Box::new(move |c| userns(c, 4_294_967_000, 65536))), String::new(), vec!["linux.uidMappings: hostID 4294967000 + size 65536 overflows"]),
+        ("two mapping ranges", Some(Box::new(|c| {
+            userns(c, 2_000_000, 65536);
+            c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 2_000_000, "size": 1000}, {"containerID": 1000, "hostID": 2_000_500, "size": 65536}]);
+        })), String::new(), vec!["linux.uidMappings: 2 entries; nestrun needs one contiguous range"]),
+        ("mount destination with ..", Some(Box::new(|c| c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/../../etc/evil", "type": "tmpfs", "source": "tmpfs"})))), String::new(), vec![dotdot.as_str()]),
+        ("missing bind source", Some(Box::new(|c| c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/mnt", "type": "bind", "source": "/no/such/src", "options": ["rbind"]})))), String::new(), vec![r#"at "/mnt": bind source "/no/such/src" does not exist"#]),
+        ("rootfs symlinked to /", Some(Box::new(|c| c["root"]["path"] = json!(host_root_link.to_str().unwrap()))), String::new(), vec!["rootfs / is the host's root directory"]),
+        ("host network namespace", Some(Box::new(|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "network");
+            ns.push(json!({"type": "network", "path": format!("/proc/{}/ns/net", std::process::id())}));
+        })), String::new(), vec!["the container asks for the host's network namespace"]),
+        ("unopenable namespace path", Some(Box::new(|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "ipc");
+            ns.push(json!({"type": "ipc", "path": "/no/such/ns"}));
+        })), String::new(), vec![r#"(ipc): cannot open path "/no/such/ns""#]),
+    ];
+    for (k, (case, edit, raw, needles)) in cases.iter().enumerate() {
+        std::fs::write(e.config(), &pristine).unwrap();
+        match edit {
+            Some(f) => e.edit(f),
+            None => std::fs::write(e.config(), raw).unwrap(),
+        }
+        let i = id(&format!("hostile{k}"));
+        println!("case {case}");
+        e.expect_error(e.create(&i), needles);
+        e.assert_clean(&i);
+    }
+}
+
+/// What is odd but not wrong works: deep nesting in a member nestrun does not know, members
+/// oci_spec does not know (kept in the config.json the container is created from), and a
+/// rootfs reached through a symlink.
+#[test]
+fn odd_but_valid_configs_work() {
+    need_root!("odd_but_valid_configs_work");
+    let e = Env::new("odd-valid");
+    let real = e.bundle.join("rootfs");
+    let link = e.dir.path.join("rootfs-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    e.edit(|c| {
+        c["root"]["path"] = json!(link.to_str().unwrap());
+        c["org.example.extension"] = json!({"keep": ["me"]});
+        c["process"]["x-vendor-knob"] = json!(7);
+    });
+    let i = id("odd");
+    e.create(&i).ok();
+    let shadow: Value = serde_json::from_slice(&std::fs::read(e.root.join(".nestrun").join(&i).join("bundle/config.json")).unwrap()).unwrap();
+    assert_eq!(shadow["org.example.extension"], json!({"keep": ["me"]}), "unknown top-level member dropped");
+    assert_eq!(shadow["process"]["x-vendor-knob"], 7, "unknown nested member dropped");
+    let st: Value = serde_json::from_str(&e.cli(&["state", &i]).ok().stdout).unwrap();
+    assert_eq!(st["status"], "created", "{st}");
+    e.cli(&["delete", "--force", &i]).ok();
+    e.assert_clean(&i);
+    // 10000 levels of nesting in a member nestrun does not know: parsed without a stack
+    // overflow (members nested deeper than serde_json's 128 levels are not carried over).
+    let text = std::fs::read_to_string(e.config()).unwrap();
+    std::fs::write(e.config(), text.replacen('{', &format!("{{\"x-deep\": {}{},", "[".repeat(10_000), "]".repeat(10_000)), 1)).unwrap();
+    let i = id("deep");
+    e.create(&i).ok();
+    e.cli(&["delete", "--force", &i]).ok();
+    e.assert_clean(&i);
+}

@@ -29,6 +29,14 @@ pub enum BundleError {
     MissingRootfs(PathBuf),
     #[error("rootfs {0} is not a directory")]
     RootfsNotDir(PathBuf),
+    #[error("mounts[{index}] at {dest:?}: bind source {src:?} does not exist")]
+    MissingMountSource { index: usize, dest: PathBuf, src: PathBuf },
+    #[error("linux.namespaces[{index}] ({typ}): cannot open path {path:?}: {err}")]
+    NamespacePath { index: usize, typ: String, path: PathBuf, err: std::io::Error },
+    #[error("rootfs {0} is the host's root directory /: refused in system mode (the container's root would own it through the ID-mapped mount)")]
+    HostRoot(PathBuf),
+    #[error("mounts[{index}].destination {dest:?}: '..' components are refused in system mode")]
+    DotDotDestination { index: usize, dest: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -78,7 +86,45 @@ pub fn load(bundle: &Path) -> Result<(Spec, PathBuf), BundleError> {
         Ok(_) => {}
     }
     let rootfs = fs::canonicalize(&rootfs).map_err(|_| BundleError::MissingRootfs(rootfs.clone()))?;
+    // A missing bind source otherwise fails late, inside libcontainer's init, with a message
+    // that names neither the mount nor the path.
+    for (index, m) in spec.mounts().iter().flatten().enumerate() {
+        let is_bind = m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+        if let Some(src) = m.source().as_ref().filter(|_| is_bind) {
+            let src = if src.is_absolute() { src.clone() } else { bundle.join(src) };
+            if fs::symlink_metadata(&src).is_err() {
+                return Err(BundleError::MissingMountSource { index, dest: m.destination().clone(), src });
+            }
+        }
+    }
+    // Likewise a namespace path that cannot be opened fails late and namelessly.
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    for (index, ns) in namespaces.into_iter().flatten().enumerate() {
+        if let Some(p) = ns.path() {
+            if let Err(err) = fs::File::open(p) {
+                return Err(BundleError::NamespacePath { index, typ: ns.typ().to_string(), path: p.clone(), err });
+            }
+        }
+    }
     Ok((spec, rootfs))
+}
+
+/// What system mode refuses in a bundle that a plain runtime would run. Pure.
+/// - A rootfs that resolves to `/`: nestrun ID-maps the rootfs so that the container's root
+///   owns it; the host's own root directory must never be handed over that way.
+/// - A mount destination with `..`: runc and libcontainer resolve it inside the rootfs (so it
+///   cannot escape), but where it lands is surprising and libcontainer fails late with a
+///   message that does not name the mount; refuse it up front, naming it.
+pub fn check_system(spec: &Spec, rootfs: &Path) -> Result<(), BundleError> {
+    if rootfs == Path::new("/") {
+        return Err(BundleError::HostRoot(rootfs.to_path_buf()));
+    }
+    for (index, m) in spec.mounts().iter().flatten().enumerate() {
+        if m.destination().components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(BundleError::DotDotDestination { index, dest: m.destination().clone() });
+        }
+    }
+    Ok(())
 }
 
 /// Write the rewritten spec as `<dir>/config.json` (atomically: temp file + rename), with the
@@ -195,6 +241,23 @@ mod tests {
         let before = out.clone();
         keep_unknown(&original, &mut out);
         assert_eq!(out, before);
+    }
+
+
+    #[test]
+    fn system_mode_refuses_host_root_and_dotdot_destinations() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}},
+                "mounts":[{"destination":"/ok/..hidden","type":"tmpfs","source":"tmpfs"},{"destination":"/tmp/../../x","type":"bind","source":"/etc"}]}"#,
+        )
+        .unwrap();
+        let e = check_system(&spec, Path::new("/")).unwrap_err().to_string();
+        assert!(e.starts_with("rootfs / is the host's root directory"), "{e}");
+        let e = check_system(&spec, Path::new("/b/rootfs")).unwrap_err().to_string();
+        assert_eq!(e, r#"mounts[1].destination "/tmp/../../x": '..' components are refused in system mode"#);
+        let mut fine = spec.clone();
+        fine.mounts_mut().as_mut().unwrap().pop();
+        assert!(check_system(&fine, Path::new("/b/rootfs")).is_ok(), "'..hidden' is a name, not '..'");
     }
 
 }

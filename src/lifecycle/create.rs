@@ -85,6 +85,7 @@ fn create_in(
         // Plain mode runs the engine's bundle as written: no shadow, no rewrite.
         Mode::Plain => (bundle_dir.to_path_buf(), None),
         Mode::System => {
+            bundle::check_system(&spec, rootfs)?;
             let facts = gather::gather(&spec, rootfs, id, root, sdir, rec)?;
             gather::save(rec, sdir)?;
             let mut out = rewrite::rewrite(spec, &facts)?;
