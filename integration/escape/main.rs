@@ -5,8 +5,10 @@
 //! attempt: `ATTEMPT <name> BLOCKED|ALLOWED|HARMLESS <detail>`. The suite runs it
 //! - as a process of the container itself (the container's command: `init` rows),
 //! - as a `docker exec`'d process (`exec` rows), with a CVE-2019-5736 race against repeated execs,
-//! - inside an inner `docker run --privileged` of a DinD container (`dind` rows; on a host whose
-//!   runtime lacks a capability, the closest equivalent: column `dind (inner all-caps)`),
+//! - inside an inner `docker run --privileged` of a DinD container (`dind` rows; the DinD image is
+//!   nestrun-test/dind-trixie, whose docker 26 asks only for the capabilities it has; should the
+//!   inner --privileged still fail with "apply caps", the closest equivalent: column
+//!   `dind (inner all-caps)`),
 //!
 //! and checks host state before and after (runtime binary hash, global sysctls, a sysfs knob, the
 //! container's memory limit as docker set it). Every run writes its table (attempt, mode, outcome,
@@ -21,7 +23,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const BUSYBOX: &str = "nestrun-test/busybox";
-const DIND: &str = "nestrun-test/dind";
+/// Debian trixie's docker 26: an inner `--privileged` gets the capabilities its runtime holds
+/// (docker 20.10 of nestrun-test/dind asks for all the kernel knows: SECURITY.md F2).
+const DIND: &str = "nestrun-test/dind-trixie";
 const MEMORY: u64 = 256 * 1024 * 1024;
 
 fn skip() -> bool {

@@ -302,6 +302,32 @@ static int memcg(char *base, size_t bn, char *rel, size_t rn) {
     return -1;
 }
 
+/* True when `path` (a limit file at /sys/fs/cgroup/<ctl>/) is in our own cgroup below the
+ * cgroup-namespace root (our /proc/self/cgroup path for ctl is not "/") and owned by the
+ * container's root (uid 0 here; host-root-owned files show as the overflow uid). */
+static int own_nested_cgroup_file(const char *ctl, const char *path, char *own, size_t on) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[512];
+    int found = 0;
+    if (!f) return 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c2 = 0;
+        char ctls[256];
+        snprintf(ctls, sizeof ctls, ",%s,", c1 + 1);
+        char want[64];
+        snprintf(want, sizeof want, ",%s,", ctl);
+        if (!strstr(ctls, want)) continue;
+        snprintf(own, on, "%s", c2 + 1);
+        chomp(own);
+        found = strcmp(own, "/") != 0;
+    }
+    fclose(f);
+    struct stat st;
+    return found && stat(path, &st) == 0 && st.st_uid == 0;
+}
+
 static void try_cgroup_limits(void) {
     char base[256], rel[400];
     if (memcg(base, sizeof base, rel, sizeof rel) < 0) { report("cgroup_raise_memory_limit", "BLOCKED", "no memory cgroup reachable: %s", strerror(errno)); return; }
@@ -331,6 +357,24 @@ static void try_cgroup_limits(void) {
     for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
         snprintf(p, sizeof p, "/sys/fs/cgroup/%s/%s", lim[i].ctl, lim[i].file);
         if (access(p, F_OK) < 0) { report(lim[i].name, "BLOCKED", "%s absent", p); continue; }
+        char own[400];
+        if (own_nested_cgroup_file(lim[i].ctl, p, own, sizeof own)) {
+            /* An inner --privileged container of runc (cgroup v1, no cgroup namespace of its
+             * own) gets its own cgroup dir bound at /sys/fs/cgroup/<ctl>, read-write. That dir
+             * was made by the nested engine, as the container's root: writing its limits is
+             * the nested engine's business; the kernel bounds them by the namespace root's
+             * limits, whose files stay host-root owned (the init/exec rows). */
+            int fd = open(p, O_WRONLY | O_CLOEXEC);
+            char cur2[256] = "";
+            read_file(p, cur2, sizeof cur2);
+            ssize_t w = fd < 0 ? -1 : write(fd, cur2, strlen(cur2));
+            int e = errno;
+            if (fd >= 0) close(fd);
+            chomp(cur2);
+            if (w < 0) report(lim[i].name, "BLOCKED", "%s: %s (errno %d)", p, strerror(e), e);
+            else report(lim[i].name, "HARMLESS", "own cgroup %s below the namespace root, made by the nested engine (file owned by the container's root; wrote back %s); bounded by the namespace root's limit", own, cur2);
+            continue;
+        }
         try_write_same(lim[i].name, p, NULL);
     }
     /* devices.allow: a rule for /dev/null, which is always allowed: harmless if it passes */
