@@ -12,7 +12,7 @@ pub const DIND_TRIXIE: &str = "nestrun-test/dind-trixie:latest";
 
 /// A nested trixie DinD whose inner dockerd answers. Fails (never skips) when the image is
 /// missing: scripts/build-images.sh builds it with debootstrap from the Debian mirror.
-fn start_trixie(test: &str, extra: &[&str]) -> Ctr {
+pub fn start_trixie(test: &str, extra: &[&str]) -> Ctr {
     let have = docker(&["image", "inspect", "-f", "ok", DIND_TRIXIE]);
     assert_eq!(
         have.code, 0,

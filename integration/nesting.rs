@@ -1,14 +1,15 @@
 //! Nesting (issue "System containers"): Docker-in-Docker-in-Docker.
 //!
-//! Level 1 is a nested `nestrun-test/dind` of the shared test dockerd. Its inner dockerd loads
-//! the dind image itself (saved from the shared dockerd, `docker cp`'d in) and runs it as level 2
-//! with every capability the outer container has (inner `--privileged` cannot work on a host
-//! whose runtime lacks CAP_SYS_RESOURCE: it asks for all of the kernel's capabilities, see
-//! SECURITY.md F2) and unconfined seccomp/apparmor/system paths; level 2's dockerd runs
-//! `busybox` as level 3. From the host, every process of the outer container, levels 2 and 3
-//! included, runs as a uid of the outer container's range. Takes about 10 s.
+//! Level 1 is a nested `nestrun-test/dind-trixie` of the shared test dockerd (no --privileged).
+//! Its inner dockerd loads the same image (saved from the shared dockerd, `docker cp`'d in) and
+//! runs it as level 2 the way DinD is run everywhere: `docker run --privileged` (docker 26 asks
+//! only for the capabilities it has; docker 20.10 of nestrun-test/dind cannot on a host whose
+//! runtime lacks CAP_SYS_RESOURCE, see SECURITY.md F2). Level 2's dockerd runs `busybox` as
+//! level 3. From the host, every process of the outer container, levels 2 and 3 included, runs
+//! as a uid of the outer container's range.
 use std::os::unix::fs::PermissionsExt;
 
+use crate::inner::DIND_TRIXIE;
 use crate::util::*;
 
 /// Real, effective, saved and filesystem uid of a host process.
@@ -38,7 +39,7 @@ fn pids_in_cgroup_of(id: &str) -> Vec<i32> {
 fn docker_in_docker_in_docker() {
     need_engines!("docker_in_docker_in_docker");
     let t0 = std::time::Instant::now();
-    let l1 = start_dind("dind3", 120);
+    let l1 = crate::inner::start_trixie("dind3", &[]);
     let (start, count) = range_of(&l1);
 
     // The dind image for level 2, from the shared dockerd. docker cp keeps the tar's host owner
@@ -46,17 +47,13 @@ fn docker_in_docker_in_docker() {
     let dir = tempdir("nesting");
     let tar = dir.path.join("dind.tar");
     let tar_s = tar.to_str().unwrap();
-    docker(&["save", "-o", tar_s, DIND]).ok();
+    docker(&["save", "-o", tar_s, DIND_TRIXIE]).ok();
     std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).unwrap();
     docker(&["cp", tar_s, &format!("{}:/dind.tar", l1.name)]).ok();
-    l1.sh(&format!("docker load -q -i /dind.tar && rm -f /dind.tar && docker image inspect -f ok {DIND}")).ok();
+    l1.sh(&format!("docker load -q -i /dind.tar && rm -f /dind.tar && docker image inspect -f ok {DIND_TRIXIE}")).ok();
 
     // level 2: DinD inside the DinD
-    l1.exec(&[
-        "docker", "run", "-d", "--name", "level2", "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
-        "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined", DIND,
-    ])
-    .ok();
+    l1.exec(&["docker", "run", "-d", "--name", "level2", "--privileged", DIND_TRIXIE]).ok();
     let w = l1.exec(&["docker", "exec", "level2", "dind-wait", "120"]);
     if w.code != 0 {
         let logs = l1.sh("docker logs --tail 40 level2 2>&1; docker exec level2 tail -n 40 /var/log/dockerd.log");
