@@ -339,7 +339,10 @@ fi
 # docker >= 23 gives an inner `docker run --privileged` the capabilities its runtime
 # actually has, where 20.10 asks for all of the kernel's (fails on hosts whose bounding set
 # lacks one, see SECURITY.md F2).
-TRIXIE_TAR="$NESTRUN_IMAGE_CACHE/dind-trixie-v$TRIXIE_IMAGE_VERSION.tar"
+# Its name carries the versions and a hash of the helper scripts it bakes in (shared with
+# nestrun-test/dind), so changing them rebuilds it.
+HELPERS_SHA=$(cat "$IMAGES_DIR/dind-entrypoint" "$IMAGES_DIR/dind-wait" "$IMAGES_DIR/modprobe" | sha256sum | cut -c1-12)
+TRIXIE_TAR="$NESTRUN_IMAGE_CACHE/dind-trixie-v$TRIXIE_IMAGE_VERSION-$IMAGE_VERSION-$HELPERS_SHA.tar"
 build_dind_trixie() {
   local root="$WORK/dind-trixie"
   debootstrap_root trixie "$root" docker.io,docker-cli,containerd,runc,tini,iptables,iproute2,procps,busybox || return 1
@@ -351,6 +354,8 @@ build_dind_trixie() {
   dk save -o "$root/images/busybox.tar" nestrun-test/busybox:latest
   strip_root "$root"
   pack "$root" "$TRIXIE_TAR"
+  # older builds
+  find "$NESTRUN_IMAGE_CACHE" -maxdepth 1 -name 'dind-trixie-*.tar' ! -path "$TRIXIE_TAR" -delete
 }
 if [[ "$WANT_TRIXIE" == 1 ]]; then
   if [[ ! -s "$TRIXIE_TAR" || "$FORCE" == 1 ]]; then
