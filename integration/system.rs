@@ -131,14 +131,12 @@ fn plain_mode_runs_the_bundle_as_written() {
 
 /// `ctr run --rm` on the private containerd with nestrun as the runc binary. docker 20.10 passes
 /// neither labels nor annotations to the runtime; `ctr run --annotation` does.
-fn ctr_run(id: &str, annotations: &[&str], script: &str) -> Out {
+fn ctr_run(id: &str, extra: &[&str], script: &str) -> Out {
     let mut c = std::process::Command::new("ctr");
     let addr = std::env::var("CONTAINERD_ADDRESS").unwrap_or_else(|_| "/run/nestrun-test/containerd.sock".into());
     let bin = std::env::var("NESTRUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nestrun").into());
     c.args(["--address", &addr, "-n", "nestrun", "run", "--rm", "--runc-binary", &bin]);
-    for a in annotations {
-        c.args(["--annotation", a]);
-    }
+    c.args(extra);
     c.args(["docker.io/nestrun-test/busybox:latest", id, "sh", "-c", script]);
     let o = run_cmd(c, std::time::Duration::from_secs(120));
     let mut c = std::process::Command::new("ctr");
@@ -147,27 +145,44 @@ fn ctr_run(id: &str, annotations: &[&str], script: &str) -> Out {
     o
 }
 
+/// integration/fusehello.c (a FUSE file system without libfuse), built static into `dir`.
+fn build_fusehello(dir: &std::path::Path) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fusehello.c");
+    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.join("fusehello")).arg(&src).output();
+    match o {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("cannot run gcc ({e}): apt-get install -y gcc libc6-dev"),
+    }
+}
+
 /// `io.nestrun.dev.tun=true` / `io.nestrun.dev.fuse=true`: container root creates a tap device in
-/// its own network namespace and mounts a FUSE file system (the kernel accepts the mount with
-/// an fd of /dev/fuse; no server needed for that). Without them neither node exists.
+/// its own network namespace and serves a FUSE file system (integration/fusehello.c) that `cat`
+/// reads. Without them neither node exists.
 #[test]
 fn fuse_and_tun_devices_on_request() {
     need_engines!("fuse_and_tun_devices_on_request");
+    let dir = tempdir("fusehello");
+    build_fusehello(&dir.path);
+    let bind = format!("type=bind,src={},dst=/t,options=rbind:ro", dir.path.display());
     let tap = format!("nrtap{}", std::process::id() % 100000);
     let script = format!(
         "stat -c '%n %F %u:%g %t:%T %a' /dev/fuse /dev/net/tun 2>&1; tunctl -t {tap} >/dev/null && ip link set {tap} up && ip -o link show {tap}; \
-         [ -c /dev/fuse ] && exec 3<>/dev/fuse && echo fuse-open && mkdir /f && mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 nestrun-test /f && grep ' /f ' /proc/self/mountinfo; echo end"
+         /t/fusehello /f >/tmp/out & i=0; while ! grep -q mounted /tmp/out && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+         grep ' /f ' /proc/self/mountinfo && cat /f/hello && umount /f; wait; echo end"
     );
-    let without = ctr_run(&unique("dev-none"), &[], &script).ok();
+    let without = ctr_run(&unique("dev-none"), &["--mount", &bind], &script).ok();
     assert!(without.stdout.contains("can't stat '/dev/fuse'") && without.stdout.contains("can't stat '/dev/net/tun'"), "no devices unless asked: {without:?}");
-    assert!(!without.stdout.contains("fuse-open") && !without.stdout.contains(&format!(": {tap}:")), "{without:?}");
+    assert!(!without.stdout.contains("hello from fuse") && !without.stdout.contains(&format!(": {tap}:")), "{without:?}");
+    assert!(without.stderr.contains("fusehello: open /dev/fuse: No such file"), "{without:?}");
 
     let id = unique("dev-both");
-    let with = ctr_run(&id, &["io.nestrun.dev.fuse=true", "io.nestrun.dev.tun=true"], &script).ok();
+    let with = ctr_run(&id, &["--mount", &bind, "--annotation", "io.nestrun.dev.fuse=true", "--annotation", "io.nestrun.dev.tun=true"], &script).ok();
     println!("{}", with.stdout);
     assert!(with.stdout.contains("/dev/fuse character special file 0:0 a:e5 666") && with.stdout.contains("/dev/net/tun character special file 0:0 a:c8 666"), "nodes owned by container root: {with:?}");
     assert!(with.stdout.contains(&format!(": {tap}: <")) && with.stdout.contains(",UP"), "tap device made and up in the container's netns: {with:?}");
-    assert!(with.stdout.contains("fuse-open") && with.stdout.contains(" /f ") && with.stdout.contains(" - fuse nestrun-test "), "FUSE mount accepted: {with:?}");
+    assert!(with.stdout.contains(" /f ") && with.stdout.contains(" - fuse fusehello "), "FUSE mounted inside: {with:?}");
+    assert!(with.stdout.contains("hello from fuse\nend"), "the FUSE server's file read through the mount: {with:?}");
     assert!(!std::path::Path::new("/sys/class/net").join(&tap).exists(), "{tap} must not exist on the host");
     assert_no_traces(&id);
 }
@@ -178,7 +193,7 @@ fn fuse_and_tun_devices_on_request() {
 fn bad_device_annotation_is_refused() {
     need_engines!("bad_device_annotation_is_refused");
     let id = unique("dev-bad");
-    let o = ctr_run(&id, &["io.nestrun.dev.fuse=yes"], "echo ran");
+    let o = ctr_run(&id, &["--annotation", "io.nestrun.dev.fuse=yes"], "echo ran");
     assert_ne!(o.code, 0, "{o:?}");
     assert!(!o.stdout.contains("ran") && o.stderr.contains("annotation io.nestrun.dev.fuse=") && o.stderr.contains("yes") && o.stderr.contains("expected true or false"), "{o:?}");
     assert_no_traces(&id);
