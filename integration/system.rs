@@ -198,3 +198,16 @@ fn bad_device_annotation_is_refused() {
     assert!(!o.stdout.contains("ran") && o.stderr.contains("annotation io.nestrun.dev.fuse=") && o.stderr.contains("yes") && o.stderr.contains("expected true or false"), "{o:?}");
     assert_no_traces(&id);
 }
+
+/// docker 20.10 passes no annotations: `--device /dev/fuse --device /dev/net/tun` is the
+/// request there. Container root can open both (a bind of the host's 0600 nodes could not).
+#[test]
+fn docker_device_flags_give_usable_fuse_and_tun() {
+    need_engines!("docker_device_flags_give_usable_fuse_and_tun");
+    let script = "stat -c '%n %u:%g %a' /dev/fuse /dev/net/tun; exec 3<>/dev/fuse && echo fuse-open; exec 4<>/dev/net/tun && echo tun-open";
+    let o = docker(&["run", "--rm", "--runtime", "nested", "--device", "/dev/fuse", "--device", "/dev/net/tun", BUSYBOX, "sh", "-c", script]).ok();
+    assert!(o.stdout.contains("/dev/fuse 0:0 666") && o.stdout.contains("/dev/net/tun 0:0 666"), "nodes owned by container root: {o:?}");
+    assert!(o.stdout.contains("fuse-open") && o.stdout.contains("tun-open"), "container root cannot open them: {o:?}");
+    let plain = docker(&["run", "--rm", "--runtime", "nested", BUSYBOX, "sh", "-c", "ls /dev/fuse /dev/net/tun"]);
+    assert_ne!(plain.code, 0, "devices without asking: {plain:?}");
+}

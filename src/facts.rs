@@ -79,7 +79,14 @@ pub fn requested_devices(spec: &libcontainer::oci_spec::runtime::Spec) -> Result
         Some("true") => Ok(true),
         Some(v) => Err(FactsError::NotABool { key, value: v.to_string() }),
     };
-    Ok((get(ANN_DEV_FUSE)?, get(ANN_DEV_TUN)?))
+    // An engine's device entry is a request too: `docker run --device /dev/fuse` (docker 20.10
+    // passes no annotations) or `--privileged` (every host device). A bind of the host's 0600
+    // node would show as nobody's inside and be useless; nestrun's own node replaces it.
+    let listed = |major: i64, minor: i64| {
+        let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+        devices.into_iter().flatten().any(|d| d.typ() == libcontainer::oci_spec::runtime::LinuxDeviceType::C && d.major() == major && d.minor() == minor)
+    };
+    Ok((get(ANN_DEV_FUSE)? || listed(10, 229), get(ANN_DEV_TUN)? || listed(10, 200)))
 }
 
 /// Linux capability names by bit number (capability.h), for reading CapBnd.
@@ -113,6 +120,10 @@ mod tests {
         assert_eq!(requested_devices(&Spec::default()), Ok((false, false)));
         assert_eq!(requested_devices(&with(&[(ANN_DEV_FUSE, "true")])), Ok((true, false)));
         assert_eq!(requested_devices(&with(&[(ANN_DEV_TUN, "true"), (ANN_DEV_FUSE, "false")])), Ok((false, true)));
+        let mut listed = Spec::default();
+        let tun = libcontainer::oci_spec::runtime::LinuxDeviceBuilder::default().path("/dev/net/tun").typ(libcontainer::oci_spec::runtime::LinuxDeviceType::C).major(10).minor(200).build().unwrap();
+        listed.linux_mut().as_mut().unwrap().set_devices(Some(vec![tun]));
+        assert_eq!(requested_devices(&listed), Ok((false, true)), "docker --device /dev/net/tun is a request");
         let e = requested_devices(&with(&[(ANN_DEV_TUN, "yes")])).unwrap_err();
         assert_eq!(e.to_string(), "annotation io.nestrun.dev.tun=\"yes\": expected true or false");
     }
