@@ -281,6 +281,7 @@ fn hostile_configs() {
             ns.retain(|n| n["type"] != "network");
             ns.push(json!({"type": "network", "path": format!("/proc/{}/ns/net", std::process::id())}));
         })), String::new(), vec!["the container asks for the host's network namespace"]),
+        ("unknown file system type (fails in the container's init)", Some(Box::new(|c| c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/mnt", "type": "bogusfs", "source": "none"})))), String::new(), vec![r#"failed to prepare rootfs: failed to mount none (bogusfs) at "/mnt""#]),
         ("unopenable namespace path", Some(Box::new(|c| {
             let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
             ns.retain(|n| n["type"] != "ipc");

@@ -20,7 +20,10 @@ fn main() {
     let code = match cli::dispatch(opts) {
         Ok(code) => code,
         Err(err) => {
-            let msg = one_line(&err);
+            let mut msg = one_line(&err);
+            if let Some(cause) = logging::first_cause().filter(|c| !msg.contains(c.as_str())) {
+                msg = format!("{msg}: {cause}");
+            }
             logging::report_error(&guard, &msg);
             1
         }
