@@ -62,12 +62,21 @@ fn items() -> Vec<Item> {
     let caps = crate::lifecycle::runtime_caps();
     let missing: Vec<&str> = crate::facts::CAP_NAMES.iter().copied().filter(|c| !caps.iter().any(|h| h == c)).collect();
     let subuid = read("/etc/subuid");
+    // pure v2: delegation is probed for real; hybrid and v1 hosts delegate their v1 hierarchies
+    let (deleg_ok, deleg) = match crate::host::cgroup::unified_mount() {
+        Some(m) => match crate::host::cgroup::probe_v2_delegation(&m, 1 << 20) {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        },
+        None => (true, "not used: v1 controller hierarchies are delegated".into()),
+    };
     vec![
         Item { name: "kernel", ok: kernel_at_least(&release, 5, 19), required: true, detail: release.clone(), disables: "ID-mapped overlay lower layers need >= 5.19" },
         Item { name: "user namespaces", ok: userns, required: true, detail: format!("max_user_namespaces={}", read("/proc/sys/user/max_user_namespaces").trim()), disables: "everything: system containers need them" },
         Item { name: "id-mapped mounts", ok: idm.is_ok(), required: true, detail: idm.err().unwrap_or_else(|| "bind of /var/lib/nestrun maps 0 -> 1048576".into()), disables: "rootfs and volumes without chown (no chown fallback yet)" },
         Item { name: "fuse", ok: Path::new("/dev/fuse").exists(), required: false, detail: "/dev/fuse".into(), disables: "emulated /proc (meminfo, cpuinfo, uptime) and per-container sysctls" },
         Item { name: "cgroups", ok: v1 || v2, required: true, detail: cg.into(), disables: "resource limits and delegation" },
+        Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },
         Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },
         Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
         Item { name: "capabilities", ok: true, required: false, detail: if missing.is_empty() { "all".into() } else { format!("bounding set lacks {}", missing.join(",")) }, disables: "a missing capability is also missing inside containers" },

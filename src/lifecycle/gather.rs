@@ -119,7 +119,11 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
 
     // Cgroup: a path of our own when the engine gave none (named hierarchies are joined right
     // before the container is built: see create.rs).
-    let cgroup_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/nestrun/{id}")));
+    // A systemd-driver path (slice:prefix:name) is recorded as the directory it names.
+    let cgroup_path = match linux.cgroups_path() {
+        Some(p) => host::cgroup::resolve(p).unwrap_or_else(|| p.clone()),
+        None => PathBuf::from(format!("/nestrun/{id}")),
+    };
     rec.cgroup_path = Some(cgroup_path.clone());
     save(rec, sdir)?;
     facts.cgroup_path = Some(cgroup_path);
