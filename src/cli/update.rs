@@ -42,6 +42,25 @@ fn flags_json(a: &liboci_cli::Update) -> Value {
     r.into()
 }
 
+/// Engines send every field, 0 or "" for the ones not set (docker 20.10's `docker update
+/// --memory X` passes `reservation: 0`, `shares: 0`, `quota: 0`, `period: 0`, `cpus: ""`, ...);
+/// runc skips those, libcgroups would write them (on cgroup v2 "invalid memory reservation
+/// value: 0", `cpu.max` "max 0"). Drop them, as runc does; -1 (unlimited) and swappiness stay.
+fn zero_is_unset(mut v: Value) -> Value {
+    let fields: &[(&str, &[&str])] = &[
+        ("memory", &["limit", "reservation", "swap", "kernel", "kernelTCP"]),
+        ("cpu", &["shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "burst", "cpus", "mems"]),
+        ("blockIO", &["weight", "leafWeight"]),
+        ("pids", &["limit"]),
+    ];
+    for (section, keys) in fields {
+        if let Some(Value::Object(m)) = v.get_mut(*section) {
+            m.retain(|k, val| !keys.contains(&k.as_str()) || !(val.is_null() || val.as_i64() == Some(0) || val.as_u64() == Some(0) || val.as_str() == Some("")));
+        }
+    }
+    v
+}
+
 pub fn run(a: liboci_cli::Update, ctx: &Ctx) -> Result<()> {
     let cm = super::ps::cgroup_manager(ctx, &a.container_id)?;
     let res: LinuxResources = match &a.resources {
@@ -52,11 +71,40 @@ pub fn run(a: liboci_cli::Update, ctx: &Ctx) -> Result<()> {
             } else {
                 text = std::fs::read(p).with_context(|| format!("cannot read resources file {}", p.display()))?;
             }
-            serde_json::from_slice(&text).with_context(|| format!("invalid resources JSON in {}", p.display()))?
+            let v: Value = serde_json::from_slice(&text).with_context(|| format!("invalid resources JSON in {}", p.display()))?;
+            serde_json::from_value(zero_is_unset(v)).with_context(|| format!("invalid resources JSON in {}", p.display()))?
         }
         None => serde_json::from_value(flags_json(&a))?,
     };
     cm.apply(&ControllerOpt { resources: &res, disable_oom_killer: false, oom_score_adj: None, freezer_state: None })
         .with_context(|| format!("container {:?}: cannot update resources", a.container_id))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_from_docker_update_are_unset() {
+        // what docker 20.10 sends for `docker update --memory 384m --memory-swap 768m`
+        let sent = json!({
+            "memory": {"limit": 402653184, "reservation": 0, "swap": 805306368, "kernel": 0, "swappiness": 0},
+            "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0, "cpus": "", "mems": ""},
+            "blockIO": {"weight": 0},
+            "pids": {"limit": 0}
+        });
+        let want = json!({
+            "memory": {"limit": 402653184, "swap": 805306368, "swappiness": 0},
+            "cpu": {},
+            "blockIO": {},
+            "pids": {}
+        });
+        assert_eq!(zero_is_unset(sent), want);
+        let kept = json!({"memory": {"limit": -1, "swap": -1}, "cpu": {"quota": -1, "cpus": "0-1", "shares": 512}, "pids": {"limit": -1}});
+        assert_eq!(zero_is_unset(kept.clone()), kept);
+        let res: LinuxResources = serde_json::from_value(zero_is_unset(json!({"memory": {"limit": 1048576, "reservation": 0}}))).unwrap();
+        assert_eq!(res.memory().as_ref().and_then(|m| m.reservation()), None);
+        assert_eq!(res.memory().as_ref().and_then(|m| m.limit()), Some(1048576));
+    }
 }
