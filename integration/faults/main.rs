@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod crashes;
+mod fallback;
 mod limits;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nestrun");

@@ -71,9 +71,9 @@ fn items() -> Vec<Item> {
         None => (true, "not used: v1 controller hierarchies are delegated".into()),
     };
     vec![
-        Item { name: "kernel", ok: kernel_at_least(&release, 5, 19), required: true, detail: release.clone(), disables: "ID-mapped overlay lower layers need >= 5.19" },
+        Item { name: "kernel", ok: kernel_at_least(&release, 5, 19), required: false, detail: release.clone(), disables: "ID-mapped overlay lower layers (>= 5.19): below, the chown fallback copies each container's image layers (O(files) per start)" },
         Item { name: "user namespaces", ok: userns, required: true, detail: format!("max_user_namespaces={}", read("/proc/sys/user/max_user_namespaces").trim()), disables: "everything: system containers need them" },
-        Item { name: "id-mapped mounts", ok: idm.is_ok(), required: true, detail: idm.err().unwrap_or_else(|| "bind of /var/lib/nestrun maps 0 -> 1048576".into()), disables: "rootfs and volumes without chown (no chown fallback yet)" },
+        Item { name: "id-mapped mounts", ok: idm.is_ok(), required: true, detail: idm.err().unwrap_or_else(|| "bind of /var/lib/nestrun maps 0 -> 1048576".into()), disables: "rootfs without chown: the chown fallback re-owns (copies of) it instead; volumes show host ids as nobody" },
         Item { name: "fuse", ok: Path::new("/dev/fuse").exists(), required: false, detail: "/dev/fuse".into(), disables: "emulated /proc (meminfo, cpuinfo, uptime) and per-container sysctls" },
         Item { name: "cgroups", ok: v1 || v2, required: true, detail: cg.into(), disables: "resource limits and delegation" },
         Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },

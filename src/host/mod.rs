@@ -1,6 +1,7 @@
 //! Host-side actions: the only code besides the CLI that touches the host's mounts, cgroups and
 //! files. Every function here is undone by `lifecycle::teardown` from the sidecar record.
 pub mod cgroup;
+pub mod chownfs;
 pub mod idmap;
 pub mod inject;
 pub mod mountinfo;

@@ -5,12 +5,12 @@
 //! The rebuilt overlay has a work dir of its own beside the upper dir: the engine's overlay
 //! stays mounted on its work dir, and podman's `volatile` mount marks it so that the kernel
 //! refuses any second overlay on it (EINVAL).
-use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
+use super::chownfs::Lowers;
 use super::{idmap, io, sys, HostError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,12 +105,20 @@ pub fn is_own_work(p: &Path) -> bool {
 /// caller first) as work dir when given, else the engine's. Returns the mount points made, in
 /// mount order (the caller records them before anything else can fail, and unmounts them in
 /// reverse).
-pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, size: u32, userns: BorrowedFd, made: &mut Vec<PathBuf>) -> Result<PathBuf, HostError> {
+/// `lowers` says how the lower layers are made: ID-mapped clones, or (the chown fallback)
+/// re-owned copies.
+pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, size: u32, lowers: Lowers, made: &mut Vec<PathBuf>) -> Result<PathBuf, HostError> {
     let mut lower_opts = Vec::new();
     for (i, l) in layers.lowers.iter().enumerate() {
-        let target = dir.join("l").join(i.to_string());
-        made.push(target.clone());
-        idmap::clone_idmapped(l, &target, userns, false)?;
+        let target = match &lowers {
+            Lowers::IdMapped(userns) => {
+                let target = dir.join("l").join(i.to_string());
+                made.push(target.clone());
+                idmap::clone_idmapped(l, &target, *userns, false)?;
+                target
+            }
+            Lowers::Copied(base) => super::chownfs::copy_shifted(l, &base.join(i.to_string()), host_id, size)?,
+        };
         lower_opts.push(target.to_string_lossy().into_owned());
     }
     let mut data = format!("lowerdir={}", lower_opts.join(":"));

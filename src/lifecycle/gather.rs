@@ -9,6 +9,7 @@ use libcontainer::oci_spec::runtime::Spec;
 
 use super::LifecycleError;
 use crate::facts::{DataDir, Facts, Mode};
+use crate::host::chownfs::Lowers;
 use crate::host::{self, idmap, mountinfo, overlay};
 use crate::rewrite::datadirs::DATA_DIRS;
 use crate::sidecar::Record;
@@ -143,16 +144,46 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     }
     let userns = idmap::userns_fd(facts.host_id, facts.id_size)?;
     let mut made = Vec::new();
+    // ID-mapped layers, or the chown fallback (host::chownfs) when forced or when the kernel
+    // refuses ID-mapped mounts there (Linux < 5.19 for overlay lower layers).
+    let forced = host::chownfs::forced();
+    let (host_id, size) = (facts.host_id, facts.id_size);
     facts.rootfs = Some(match &layers {
         Some(l) => {
             let work = overlay::own_work(l, &mdir);
+            // The copies of the fallback: beside the own work dir (removed with it on delete).
+            let copies = match &work {
+                Some(w) => w.with_file_name(format!("{}-lowers", w.file_name().unwrap_or_default().to_string_lossy())),
+                None => data_root(root, id).join(format!("{}lowers", overlay::OWN_WORK_PREFIX)),
+            };
             rec.work_dirs.extend(work.clone());
+            rec.work_dirs.push(copies.clone());
             save(rec, sdir)?;
-            overlay::rebuild(l, work.as_deref(), &mdir, facts.host_id, facts.id_size, userns.as_fd(), &mut made)?
+            let idmapped = (!forced).then(|| overlay::rebuild(l, work.as_deref(), &mdir, host_id, size, Lowers::IdMapped(userns.as_fd()), &mut made));
+            match idmapped {
+                Some(Ok(p)) => p,
+                Some(Err(e)) if !host::chownfs::refuses_idmap(&e) => return Err(e.into()),
+                r => {
+                    if let Some(Err(e)) = r {
+                        tracing::warn!("ID-mapped overlay refused ({e}): using re-owned copies of the lower layers");
+                        made.drain(..).rev().for_each(|m| host::unmount(&m));
+                    }
+                    overlay::rebuild(l, work.as_deref(), &mdir, host_id, size, Lowers::Copied(&copies), &mut made)?
+                }
+            }
         }
         None => {
             let target = mdir.join("rootfs");
-            idmap::clone_idmapped(rootfs, &target, userns.as_fd(), false)?;
+            match (!forced).then(|| idmap::clone_idmapped(rootfs, &target, userns.as_fd(), false)) {
+                Some(Ok(())) => {}
+                Some(Err(e)) if !host::chownfs::refuses_idmap(&e) => return Err(e.into()),
+                r => {
+                    if let Some(Err(e)) = r {
+                        tracing::warn!("ID-mapped rootfs refused ({e}): re-owning {} to the range", rootfs.display());
+                    }
+                    host::chownfs::bind_shifted(rootfs, &target, host_id, size)?;
+                }
+            }
             target
         }
     });

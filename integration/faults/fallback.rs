@@ -1,0 +1,91 @@
+//! The chown fallback (`NESTRUN_IDMAP=off`; what a kernel without ID-mapped overlay lower
+//! layers gets): container root still owns its files, the engine's lower layers are never
+//! touched, and delete removes the per-container copies.
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{need_root, Env};
+
+/// `sh -c` in the bundle: what root inside sees and can do, written to /etc/result.
+fn probe(env: &Env) {
+    let cfg = env.dir.join("bundle/config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["process"]["args"] = serde_json::json!(["sh", "-c", "busybox touch /etc/written && echo $(busybox stat -c %u:%g /bin/busybox) > /etc/result; sleep 30"]);
+    v["root"]["readonly"] = false.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+}
+
+fn result(rootfs: &Path) -> String {
+    let f = rootfs.join("etc/result");
+    for _ in 0..100 {
+        if let Ok(s) = std::fs::read_to_string(&f) {
+            if !s.is_empty() {
+                return s.trim().to_string();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the container wrote no {}", f.display());
+}
+
+fn host_base(env: &Env, id: &str) -> u32 {
+    let map = std::fs::read_to_string(format!("/proc/{}/uid_map", env.init_pid(id))).unwrap();
+    map.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn chown_fallback_of_a_directory_rootfs() {
+    need_root!();
+    let env = Env::new("chownfs-dir").var("NESTRUN_IDMAP", "off");
+    probe(&env);
+    let id = format!("chownfs-dir-{}", std::process::id());
+    env.create_ok(&id);
+    assert!(env.nestrun(&["start", &id], None).status.success());
+    let rootfs = env.dir.join("bundle/rootfs");
+    assert_eq!(result(&rootfs), "0:0", "image files must belong to root inside");
+    let base = host_base(&env, &id);
+    assert!(base >= 1 << 20, "container root is host uid {base}");
+    for f in ["bin/busybox", "etc/written"] {
+        let m = std::fs::symlink_metadata(rootfs.join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (base, base), "{f} on the host");
+    }
+    env.delete_ok(&id, true);
+    env.assert_clean(&id, "after delete");
+}
+
+#[test]
+fn chown_fallback_copies_overlay_lowers_and_delete_removes_them() {
+    need_root!();
+    let env = Env::new("chownfs-ovl").var("NESTRUN_IDMAP", "off");
+    probe(&env);
+    // An engine-style overlay: the bundle's files become the (root-owned) lower layer.
+    let (lower, upper, work, rootfs) = (env.dir.join("lower"), env.dir.join("layer/diff"), env.dir.join("layer/work"), env.dir.join("bundle/rootfs"));
+    std::fs::rename(&rootfs, &lower).unwrap();
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    assert!(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rootfs).status().unwrap().success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&rootfs);
+
+    let id = format!("chownfs-ovl-{}", std::process::id());
+    env.create_ok(&id);
+    assert!(env.nestrun(&["start", &id], None).status.success());
+    assert_eq!(result(&upper), "0:0", "image files must belong to root inside");
+    let base = host_base(&env, &id);
+    assert_eq!(std::fs::metadata(lower.join("bin/busybox")).unwrap().uid(), 0, "the lower layer was changed");
+    assert_eq!(std::fs::metadata(upper.join("etc/written")).unwrap().uid(), base, "a file written inside");
+    let copies: Vec<_> = std::fs::read_dir(env.dir.join("layer")).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-lowers")).collect();
+    assert_eq!(copies.len(), 1, "one copy dir of the lower layers beside the upper: {copies:?}");
+    assert_eq!(std::fs::metadata(copies[0].join("0/bin/busybox")).unwrap().uid(), base, "the copy is re-owned to the range");
+    env.delete_ok(&id, true);
+    env.assert_clean(&id, "after delete");
+    assert!(!copies[0].exists(), "delete left the copies in {}", copies[0].display());
+}
