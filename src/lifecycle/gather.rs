@@ -138,6 +138,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         super::teardown::clear_mounts(&mdir, true);
     }
     crate::sidecar::create_traversable(&mdir).map_err(host::io("create", &mdir))?;
+    idmap::mount_dir_fs(&mdir)?;
     if fuse || tun {
         facts.dev_dir = Some(dev_nodes(&mdir.join("dev"), fuse, tun, facts.host_id).map_err(|msg| LifecycleError::Other { id: id.into(), msg })?);
         (facts.fuse_device, facts.tun_device) = (fuse, tun);

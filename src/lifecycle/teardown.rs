@@ -40,7 +40,13 @@ fn wait_empty(cgroup_path: &Path) {
 
 /// Unmount everything at or below `dir` (deepest first); with `remove`, remove it too.
 pub fn clear_mounts(dir: &Path, remove: bool) {
-    let entries = mountinfo::read();
+    let mut entries = mountinfo::read();
+    if remove && mountinfo::at(&entries, dir).is_some() {
+        // The container's mount dir is a tmpfs of its own (`idmap::mount_dir_fs`): one lazy
+        // unmount takes it with everything mounted inside, and its directories go with it.
+        host::unmount(dir);
+        entries = mountinfo::read();
+    }
     let mut mounts: Vec<_> = mountinfo::under(&entries, dir).map(|e| e.mount_point.clone()).collect();
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in mounts {
