@@ -144,3 +144,19 @@ fn docker_run_user_workdir_env() {
     let o = run_rm(&["-u", "1000:1000", "-w", "/tmp", "-e", "FOO=bar", BUSYBOX, "sh", "-c", "echo $(id -u):$(id -g) $(pwd) $FOO"]).ok();
     assert_eq!(o.out(), "1000:1000 /tmp bar");
 }
+
+/// The container's processes start with no signal ignored, as under runc (Rust programs, like
+/// nestrun, ignore SIGPIPE and an ignored signal survives execve): `yes | head -1` ends quietly.
+#[test]
+fn container_processes_start_with_default_signal_dispositions() {
+    need_engines!("container_processes_start_with_default_signal_dispositions");
+    let script = "grep SigIgn /proc/self/status; yes | head -1 >/dev/null";
+    let runc = docker(&["run", "--rm", "--runtime", "runc", BUSYBOX, "sh", "-c", script]).ok();
+    let nested = run_rm(&[BUSYBOX, "sh", "-c", script]).ok();
+    assert_eq!(nested.out(), runc.out(), "init's ignored signals differ from runc's");
+    assert!(nested.out().ends_with("0000000000000000") && nested.stderr.is_empty(), "{nested:?}");
+    let c = Ctr::sleeper("sigign");
+    let e = c.sh(script).ok();
+    assert_eq!(e.out(), runc.out(), "docker exec's ignored signals differ from runc's init: {e:?}");
+    assert!(e.stderr.is_empty(), "{e:?}");
+}

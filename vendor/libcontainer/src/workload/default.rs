@@ -30,6 +30,13 @@ impl Executor for DefaultExecutor {
             .iter()
             .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
             .collect();
+        // nestrun patch: Rust's runtime starts every program with SIGPIPE ignored, and an
+        // ignored signal survives execve: the container's processes would inherit it
+        // (`yes | head` printing "Broken pipe", Python raising BrokenPipeError). runc's
+        // containers start with SIGPIPE at its default; so do these.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         unistd::execvp(&cstring_path, &a).map_err(|err| {
             tracing::error!(?err, filename = ?cstring_path, args = ?a, "failed to execvp");
             ExecutorError::Execution(
