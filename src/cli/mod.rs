@@ -121,7 +121,10 @@ fn usage_error_line(rendered: &str) -> String {
 
 pub fn dispatch(opts: Opts) -> Result<i32> {
     let ctx = Ctx {
-        root: opts.global.root.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        // Canonical, as create records it (its lease owner and mount dir name derive from the
+        // root): docker's default root /var/run/docker/runtime-runc/moby is /run/... through a
+        // symlink, and a delete with the other spelling left mounts and the lease behind.
+        root: opts.global.root.clone().map(|r| std::fs::canonicalize(&r).unwrap_or(r)).unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         systemd_cgroup: opts.global.systemd_cgroup,
         log: opts.global.log.clone(),
         log_format: opts.global.log_format.clone(),
