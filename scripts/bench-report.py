@@ -6,6 +6,7 @@
                                          processes, its shim, its nestrun fuse-serve)
   bench-report.py report WORKDIR         markdown report from WORKDIR/{meta,samples,proc,mem}.tsv
   bench-report.py splice DOC REPORT      put REPORT between the bench markers of DOC
+  bench-report.py plot WORKDIR OUT.svg   SVG plot (no dependencies) of the main rows
 """
 import os
 import statistics
@@ -184,6 +185,8 @@ def report(work):
           "(other work was running), so absolute numbers are inflated and noisier; the interleaving keeps "
           "the ratios comparable.\n")
 
+    w("![plot of this run's main rows: CLI and docker medians, /proc reads, concurrency, rootfs size](benchmarks.svg)\n")
+
     def table_simple(sec, title, base_name=None, unit="ms"):
         keys = [k for k in order if k[0] == sec]
         if not keys:
@@ -283,12 +286,199 @@ def report(work):
             w("")
             w("cgroup usage includes page cache (image files, the inner overlay2 data); Σ RSS double-counts shared pages, Σ PSS does not. "
               "Host cost of one idle nested DinD ≈ Σ PSS + shim + fuse-serve.\n")
+    scale = scale_rows(samples, order)
+    if scale:
+        w("### 7. Concurrent starts: K CLI `run`s of the busybox bundle launched at once (ms per run)\n")
+        w("| runtime | K | n | median | p95 | max | p95 / single median |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for rt, k, vals, single in scale:
+            w(f"| {rt} | {k} | {len(vals)} | {fmt(statistics.median(vals))} | {fmt(p95(vals))} | {fmt(max(vals))} | "
+              f"{ratio(p95(vals), single) if k > 1 else '–'} |")
+        w("")
+    rootfs = rootfs_rows(samples, order)
+    if rootfs:
+        sizes, variants, med = rootfs
+        w("### 8. Rootfs size: median ms by number of files in the rootfs\n")
+        w("A plain-directory bundle rootfs with N extra empty files in 100 dirs. nestrun gives the container its rootfs "
+          "as an ID-mapped bind (an overlay rootfs: ID-mapped lower layers), so its cost should not grow with the "
+          "file count; the chown fallback (`NESTRUN_IDMAP=off`, for kernels that refuse ID-mapped mounts) re-owns "
+          "the files, and `chown -R` alone is what any runtime without ID-mapped mounts pays per container.\n")
+        w("| files | " + " | ".join(variants) + " |")
+        w("|---:|" + "---:|" * len(variants))
+        for f in sizes:
+            w(f"| {f} | " + " | ".join(fmt(med.get((f, v))) for v in variants) + " |")
+        w("")
+
     if notes:
         w("Notes from this run:\n")
         for n in notes:
             w(f"- {n}")
         w("")
     print("\n".join(out))
+
+def p95(vals):
+    xs = sorted(vals)
+    return xs[min(len(xs) - 1, max(0, int(round(0.95 * len(xs) + 0.5)) - 1))]
+
+
+def scale_rows(samples, order):
+    """[(runtime, K, values, single-run median of that runtime)] of the scale section."""
+    rows = []
+    for sec, var in order:
+        if sec != "scale":
+            continue
+        k, rt = var.split("|", 1)
+        rows.append((rt, int(k), samples[(sec, var)]))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    single = {rt: statistics.median(v) for rt, k, v in rows if k == 1}
+    return [(rt, k, v, single.get(rt)) for rt, k, v in rows]
+
+
+def rootfs_rows(samples, order):
+    sizes, variants, med = [], [], {}
+    for sec, var in order:
+        if sec != "rootfs":
+            continue
+        f, v = var.split("|", 1)
+        if int(f) not in sizes:
+            sizes.append(int(f))
+        if v not in variants:
+            variants.append(v)
+        med[(int(f), v)] = statistics.median(samples[(sec, var)])
+    if not sizes:
+        return None
+    sizes.sort()
+    return sizes, variants, med
+
+
+# --- plot --------------------------------------------------------------------------------
+def esc(t):
+    return str(t).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+COLORS = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#76b7b2", "#b07aa1", "#9c755f"]
+
+
+def bar_panel(x0, y0, wd, ht, title, bars, unit="ms"):
+    """Horizontal bars [(label, value, color)] with value labels."""
+    out = [f'<text x="{x0}" y="{y0 + 14}" font-weight="bold">{esc(title)}</text>']
+    if not bars:
+        return out
+    top = max(v for _, v, _ in bars) or 1
+    lab_w, row = 190, min(22, (ht - 30) / len(bars))
+    for i, (label, v, color) in enumerate(bars):
+        y = y0 + 26 + i * row
+        bw = (wd - lab_w - 70) * v / top
+        out.append(f'<text x="{x0 + lab_w - 6}" y="{y + row * 0.65:.1f}" text-anchor="end">{esc(label)}</text>')
+        out.append(f'<rect x="{x0 + lab_w}" y="{y + 2:.1f}" width="{bw:.1f}" height="{row - 5:.1f}" fill="{color}"/>')
+        out.append(f'<text x="{x0 + lab_w + bw + 4:.1f}" y="{y + row * 0.65:.1f}">{fmt(v)} {unit}</text>')
+    return out
+
+
+def line_panel(x0, y0, wd, ht, title, xs, series, xlabel, logx=False, unit="ms"):
+    """Line chart: series = [(label, [y or None per x], color)]; log-scale x optional, linear y from 0."""
+    import math
+    out = [f'<text x="{x0}" y="{y0 + 14}" font-weight="bold">{esc(title)}</text>']
+    ys = [y for _, vals, _ in series for y in vals if y is not None]
+    if not xs or not ys:
+        return out
+    px0, py0, pw, ph = x0 + 50, y0 + 30, wd - 70, ht - 100
+    top = max(ys) * 1.1 or 1
+    fx = (lambda x: math.log10(x)) if logx else (lambda x: x)
+    lo, hi = fx(min(xs)), fx(max(xs))
+    span = (hi - lo) or 1
+
+    def X(x):
+        return px0 + pw * (fx(x) - lo) / span
+
+    def Y(y):
+        return py0 + ph - ph * y / top
+
+    out.append(f'<line x1="{px0}" y1="{py0 + ph}" x2="{px0 + pw}" y2="{py0 + ph}" stroke="#333"/>')
+    out.append(f'<line x1="{px0}" y1="{py0}" x2="{px0}" y2="{py0 + ph}" stroke="#333"/>')
+    for i in range(5):
+        v = top * i / 4
+        out.append(f'<text x="{px0 - 4}" y="{Y(v) + 4:.1f}" text-anchor="end" font-size="10">{fmt(v)}</text>')
+        out.append(f'<line x1="{px0}" y1="{Y(v):.1f}" x2="{px0 + pw}" y2="{Y(v):.1f}" stroke="#ddd"/>')
+    for x in xs:
+        out.append(f'<text x="{X(x):.1f}" y="{py0 + ph + 14}" text-anchor="middle" font-size="10">{x}</text>')
+    out.append(f'<text x="{px0 + pw / 2}" y="{py0 + ph + 28}" text-anchor="middle" font-size="11">{esc(xlabel)}</text>')
+    out.append(f'<text x="{x0 + 4}" y="{py0 - 6}" font-size="10">{unit}</text>')
+    for j, (label, vals, color) in enumerate(series):
+        pts = [(X(x), Y(y)) for x, y in zip(xs, vals) if y is not None]
+        if len(pts) > 1:
+            out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (color, " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)))
+        for a, b in pts:
+            out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"/>')
+        cols = max(2, int(wd // 230))
+        ly = y0 + ht - 22 + 14 * (j // cols)
+        lx = x0 + 10 + (j % cols) * (wd / cols)
+        out.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/><text x="{lx + 14}" y="{ly}" font-size="11">{esc(label)}</text>')
+    return out
+
+
+def plot(work, dest):
+    meta = dict((k, v) for k, v in load_tsv(os.path.join(work, "meta.tsv"), 2))
+    samples, order = {}, []
+    for sec, var, val in load_tsv(os.path.join(work, "samples.tsv"), 3):
+        if (sec, var) not in samples:
+            samples[(sec, var)] = []
+            order.append((sec, var))
+        samples[(sec, var)].append(float(val))
+    W, H = 960, 720
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="10" y="18" font-size="14" font-weight="bold">nestrun benchmark, {esc(meta.get("date", ""))} '
+           f'({esc(meta.get("nproc", "?"))} CPUs, {esc(meta.get("nestrun", ""))})</text>']
+    # panel 1: CLI run and docker run --rm medians
+    bars = []
+    cli = [k for k in order if k[0] == "cli" and "nsenter" not in k[1]]
+    for j, k in enumerate(cli):
+        bars.append((k[1].split("|")[-1], statistics.median(samples[k]), COLORS[j % len(COLORS)]))
+    svg += bar_panel(10, 30, 460, 200, "direct CLI run of busybox true (median)", bars)
+    bars = []
+    for j, k in enumerate(kk for kk in order if kk[0] in ("docker", "exec")):
+        bars.append((k[1].replace("|", ": ").replace("docker run --rm: ", "run --rm: ").replace("docker exec C true: ", "exec: "),
+                     statistics.median(samples[k]), COLORS[j % 2]))
+    svg += bar_panel(490, 30, 460, 200, "through dockerd (median)", bars)
+    # panel 3: proc reads
+    proc = load_tsv(os.path.join(work, "proc.tsv"), 7)
+    per = {}
+    for r in proc:
+        if r[3] != "-":
+            per.setdefault((r[0], r[2]), []).append(float(r[3]) / 1000)
+    files = []
+    for r in proc:
+        if r[2] not in files:
+            files.append(r[2])
+    bars = []
+    for f in files[:6]:
+        for v, c in (("fuse", COLORS[1]), ("host", COLORS[0])):
+            if (v, f) in per:
+                bars.append((f"{f.rsplit('/', 1)[-1]} {'FUSE' if v == 'fuse' else 'kernel'}", statistics.median(per[(v, f)]), c))
+    svg += bar_panel(10, 250, 460, 220, "open+read+close of emulated files (median)", bars, unit="µs")
+    # panel 4: scale
+    sc = scale_rows(samples, order)
+    if sc:
+        ks = sorted({k for _, k, _, _ in sc})
+        series = []
+        for j, rt in enumerate(sorted({rt for rt, _, _, _ in sc})):
+            d = {k: v for r2, k, v, _ in sc if r2 == rt}
+            series.append((f"{rt} median", [statistics.median(d[k]) if k in d else None for k in ks], COLORS[2 * j % len(COLORS)]))
+            series.append((f"{rt} p95", [p95(d[k]) if k in d else None for k in ks], COLORS[(2 * j + 1) % len(COLORS)]))
+        svg += line_panel(490, 250, 460, 220, "concurrent CLI runs: ms per run", ks, series, "containers started at once")
+    # panel 5: rootfs
+    rf = rootfs_rows(samples, order)
+    if rf:
+        sizes, variants, med = rf
+        series = [(v, [med.get((f, v)) for f in sizes], COLORS[j % len(COLORS)]) for j, v in enumerate(variants)]
+        svg += line_panel(10, 490, 940, 220, "rootfs size: ms per container start vs chown -R of the rootfs", sizes, series,
+                          "files in the rootfs (log scale)", logx=True)
+    svg.append("</svg>")
+    with open(dest + ".tmp", "w") as f:
+        f.write("\n".join(svg) + "\n")
+    os.replace(dest + ".tmp", dest)
+
 
 
 def splice(doc, rep):
@@ -318,6 +508,8 @@ def main():
         report(a[1])
     elif a and a[0] == "splice" and len(a) == 3:
         splice(a[1], a[2])
+    elif a and a[0] == "plot" and len(a) == 3:
+        plot(a[1], a[2])
     else:
         sys.exit(__doc__)
 
