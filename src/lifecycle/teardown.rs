@@ -10,28 +10,39 @@ use super::{container_dir, LifecycleError};
 use crate::host::{self, cgroup, mountinfo};
 use crate::sidecar::{self, Record};
 
-/// Kill whatever still runs in the container's cgroup (an init orphaned by a killed create).
-fn kill_cgroup_procs(cgroup_path: &Path) {
+/// The container's `cgroup.procs` in every cgroup hierarchy (the mount table is read once: a
+/// read of /proc/self/mountinfo takes the kernel's global mount lock, contended while other
+/// containers start).
+fn procs_files(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
+    mountinfo::read()
+        .iter()
+        .filter(|e| e.fs_type.starts_with("cgroup"))
+        .map(|e| cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs"))
+        .collect()
+}
+
+/// Kill whatever still runs in the container's cgroup (an init orphaned by a killed create),
+/// then wait (up to 2 s) until it is empty.
+fn kill_and_wait_empty(cgroup_path: &Path) {
     if cgroup_path.components().count() < 2 {
         return; // never the root cgroup
     }
-    for e in mountinfo::read().iter().filter(|e| e.fs_type.starts_with("cgroup")) {
-        let procs = cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs");
-        for pid in std::fs::read_to_string(procs).unwrap_or_default().lines().filter_map(|l| l.parse::<i32>().ok()) {
-            if pid as u32 != std::process::id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            }
+    let procs = procs_files(cgroup_path);
+    let others = |f: &std::path::PathBuf| -> Vec<i32> {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse::<i32>().ok())
+            .filter(|p| *p as u32 != std::process::id())
+            .collect()
+    };
+    for f in &procs {
+        for pid in others(f) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
     }
-}
-
-fn wait_empty(cgroup_path: &Path) {
     for _ in 0..200 {
-        let busy = mountinfo::read().iter().filter(|e| e.fs_type.starts_with("cgroup")).any(|e| {
-            let procs = cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs");
-            std::fs::read_to_string(procs).is_ok_and(|s| s.lines().any(|l| l.parse::<u32>().is_ok_and(|p| p != std::process::id())))
-        });
-        if !busy {
+        if procs.iter().all(|f| others(f).is_empty()) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -72,8 +83,7 @@ pub fn teardown(root: &Path, id: &str) {
         }
     }
     if let Some(cg) = &rec.cgroup_path {
-        kill_cgroup_procs(cg);
-        wait_empty(cg);
+        kill_and_wait_empty(cg);
         cgroup::remove_tree(cg, true);
     }
     clear_mounts(&sdir, false);
@@ -131,8 +141,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
         let _ = c.kill(Signal::try_from("SIGKILL").expect("valid"), true);
     }
     if let Some(cg) = crate::lifecycle::record(root, id).and_then(|r| r.cgroup_path) {
-        kill_cgroup_procs(&cg);
-        wait_empty(&cg);
+        kill_and_wait_empty(&cg);
         cgroup::remove_tree(&cg, false);
     }
     let result = c.delete(true).map_err(|source| LifecycleError::Libcontainer { id: id.into(), source });
