@@ -65,6 +65,7 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
     super::fault_point("sidecar");
     let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, spec, &rootfs, &mut rec));
     if result.is_err() {
+        leave_joined();
         let _ = rec.save(&sdir);
         teardown(&root, id);
     }
@@ -122,7 +123,15 @@ fn create_in(
         .with_detach(args.detach)
         .with_no_pivot(args.no_pivot)
         .build();
-    cgroup::leave_named(&leave);
+    // Moving back is another cgroup v1 migration, and it waits for an RCU grace period when
+    // the join's has passed (6-11 ms under docker). A process that exits right after create
+    // (`create`, `run -d`: detach) does not need it: a named hierarchy has no controllers,
+    // and container root cannot move or signal this host-root process. Anything of this
+    // process that removes the cgroup first leaves it (`leave_joined` in teardown).
+    match &container {
+        Ok(_) if args.detach => *JOINED.lock().unwrap_or_else(|e| e.into_inner()) = leave,
+        _ => cgroup::leave_named(&leave),
+    }
     let container = container.map_err(lc)?;
     if let Some((facts, server)) = facts {
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
@@ -135,6 +144,16 @@ fn create_in(
         super::fault_point("fuse");
     }
     Ok(container)
+}
+
+/// The named cgroups this process joined for a create and has not left yet (see `create_in`).
+static JOINED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Move this process back out of the cgroups a detached create left it in (a no-op if none):
+/// before it removes them, or does anything but exit.
+pub(crate) fn leave_joined() {
+    let back = std::mem::take(&mut *JOINED.lock().unwrap_or_else(|e| e.into_inner()));
+    cgroup::leave_named(&back);
 }
 
 /// Start the container's FUSE server without waiting for it, so its start-up overlaps the

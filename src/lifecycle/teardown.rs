@@ -75,6 +75,7 @@ pub fn clear_mounts(dir: &Path, remove: bool) {
 
 /// Undo all host-side work for `id`. Idempotent; never fails (it logs what it could not undo).
 pub fn teardown(root: &Path, id: &str) {
+    super::create::leave_joined();
     let sdir = sidecar::dir(root, id);
     let rec = Record::load(&sdir).unwrap_or_default();
     if let Some(pid) = rec.fuse_pid {
