@@ -40,6 +40,12 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
             clamped = Some(f);
         }
     }
+    // cgroup v2: into the init's cgroup when the container runs its own cgroup tree below its
+    // init leaf (see host::cgroup::exec_cgroup); an explicit --cgroup wins.
+    let join = match (&a.cgroup, lifecycle::record(&ctx.root, &id).and_then(|r| r.cgroup_path), c.pid()) {
+        (None, Some(cg), Some(pid)) => crate::host::cgroup::exec_cgroup_for(&cg, pid.as_raw()),
+        _ => None,
+    };
     let lc = |source| LifecycleError::Libcontainer { id: id.clone(), source };
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&ctx.root)
@@ -61,6 +67,7 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
         .with_capabilities(a.cap.clone())
         .with_ignore_paused(a.ignore_paused)
         .with_sub_cgroup(a.cgroup.clone())
+        .with_cgroup_path(join)
         .build();
     if let Some(f) = clamped {
         let _ = std::fs::remove_file(f);

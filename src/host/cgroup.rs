@@ -239,6 +239,9 @@ pub fn v2_cgroup_of(proc_cgroup: &str) -> Option<PathBuf> {
 /// the init's cgroup when the container moved its init below its own cgroup (an inner dockerd
 /// or systemd manages the subtree: joining `container` would fail with EBUSY, or break the
 /// container's own enabling of controllers there), else `None` (the container's cgroup).
+/// Safe: only a cgroup strictly below the container's own is chosen (read from the host's
+/// /proc, so a full host path), where every limit of the container's cgroup still applies;
+/// the container can only make its own exec fail by moving its init somewhere odd.
 pub fn exec_cgroup(container: &Path, init_cgroup: &Path) -> Option<PathBuf> {
     (init_cgroup != container && init_cgroup.starts_with(container)).then(|| init_cgroup.to_path_buf())
 }

@@ -55,6 +55,8 @@ pub struct TenantContainerBuilder {
     group: Option<u32>,
     ignore_paused: bool,
     sub_cgroup: Option<String>,
+    /// nestrun patch: the cgroup the process joins instead of the spec's cgroupsPath.
+    cgroup_path: Option<PathBuf>,
     process_label: Option<String>,
     apparmor: Option<String>,
 }
@@ -154,6 +156,7 @@ impl TenantContainerBuilder {
             group: None,
             ignore_paused: false,
             sub_cgroup: None,
+            cgroup_path: None,
             process_label: None,
             apparmor: None,
         }
@@ -226,6 +229,12 @@ impl TenantContainerBuilder {
 
     pub fn with_sub_cgroup(mut self, sub_cgroup: Option<String>) -> Self {
         self.sub_cgroup = sub_cgroup;
+        self
+    }
+
+    /// nestrun patch: join this (absolute) cgroup instead of the container's cgroupsPath.
+    pub fn with_cgroup_path(mut self, cgroup_path: Option<PathBuf>) -> Self {
+        self.cgroup_path = cgroup_path;
         self
     }
 
@@ -460,8 +469,8 @@ impl TenantContainerBuilder {
         let spec_linux = spec.linux().as_ref().unwrap();
         let mut linux_builder = LinuxBuilder::default().namespaces(ns);
 
-        if let Some(cgroup_path) = spec_linux.cgroups_path() {
-            linux_builder = linux_builder.cgroups_path(cgroup_path.clone());
+        if let Some(cgroup_path) = self.cgroup_path.clone().or_else(|| spec_linux.cgroups_path().clone()) {
+            linux_builder = linux_builder.cgroups_path(cgroup_path);
         }
 
         if let Some(personality) = spec_linux.personality() {
