@@ -44,7 +44,11 @@ import_images() {
     docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'VOLUME /var/lib/docker' \
       --change 'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
-      --change 'CMD []' "$SHARE/dind.tar" nestrun-test/dind:latest >/dev/null
+      --change 'CMD []' "$SHARE/dind.tar" nestrun-test/dind-base:latest >/dev/null &&
+    # the repository's current entrypoint over the cached tarball's
+    mkdir -p /tmp/dind-ctx && install -m 755 "$SHARE/dind-entrypoint" /tmp/dind-ctx/ &&
+    printf 'FROM nestrun-test/dind-base:latest\nCOPY dind-entrypoint /usr/local/bin/dind-entrypoint\n' |
+    DOCKER_BUILDKIT=0 docker build -q -t nestrun-test/dind:latest -f - /tmp/dind-ctx >/dev/null
 }
 
 # the host side of a container's cgroup (v2 mount of the guest)
@@ -78,6 +82,12 @@ check_gone() {
 suite() {
   local B=nestrun-test/busybox D=nestrun-test/dind t0 out id cg
 
+  [[ -e $SHARE/only-dind ]] || suite_basic
+  suite_dind
+}
+
+suite_basic() {
+  local B=nestrun-test/busybox t0 out id cg
   check "docker cgroup driver" "$DRIVER" "$(docker info -f '{{.CgroupDriver}}')"
   check "docker cgroup version" 2 "$(docker info -f '{{.CgroupVersion}}')"
 
@@ -121,6 +131,10 @@ suite() {
     fail "run -d -m 256m" "$(docker run -d --name smoke-upd2 --runtime nested -m 256m $B true 2>&1 | tail -1)"
   fi
 
+}
+
+suite_dind() {
+  local D=nestrun-test/dind t0 out id cg
   # nested DinD
   docker rm -f smoke-dind >/dev/null 2>&1
   t0=$(now_ms)
@@ -131,6 +145,7 @@ suite() {
   local i ok=0
   for ((i = 0; i < 120; i++)); do
     docker exec smoke-dind docker info >/dev/null 2>&1 && { ok=1; break; }
+    [[ "$(docker inspect -f '{{.State.Running}}' smoke-dind 2>&1)" == true ]] || break
     sleep 0.5
   done
   if [[ $ok == 0 ]]; then
@@ -149,7 +164,8 @@ suite() {
     out=$(docker exec smoke-dind docker run --rm busybox echo inner-hi 2>&1)
     check "inner docker run echo" inner-hi "$out"
   fi
-  cg=$(host_cgroup smoke-dind)
+  check "docker exec joins the init's leaf (/init), not the container's cgroup" "0::/init" "$(docker exec smoke-dind cat /proc/self/cgroup 2>&1)"
+  cg=$(dirname "$(host_cgroup smoke-dind)")
   # delegation: sub-cgroups with controllers below the container's init leaf
   out=$(docker exec smoke-dind sh -c '
     set -e; c=/sys/fs/cgroup; mkdir -p $c/smoke/leaf
@@ -163,8 +179,6 @@ suite() {
   check "cannot raise its own memory.max" refused "$out"
   out=$(docker exec smoke-dind sh -c 'echo max > /sys/fs/cgroup/pids.max && echo RAISED || echo refused' 2>/dev/null)
   check "cannot raise its own pids.max" refused "$out"
-  out=$(docker exec smoke-dind sh -c 'echo "+memory" > /sys/fs/cgroup/../cgroup.subtree_control 2>/dev/null && echo ESCAPED || echo refused' 2>/dev/null)
-  check "cannot write above its cgroup namespace root" refused "$out"
   check "host memory.max unchanged" 1073741824 "$(cat "$cg/memory.max" 2>&1)"
   check "MemTotal inside dind" "MemTotal:        1048576 kB" "$(docker exec smoke-dind grep MemTotal /proc/meminfo 2>&1)"
   id=$(docker inspect -f '{{.Id}}' smoke-dind)
@@ -176,15 +190,19 @@ suite() {
 }
 
 for DRIVER in systemd cgroupfs; do
-  if [[ $DRIVER == cgroupfs ]]; then
-    echo '{ "runtimes": { "nested": { "path": "/usr/local/bin/nestrun" } }, "exec-opts": ["native.cgroupdriver=cgroupfs"] }' >/etc/docker/daemon.json
+  # systemd is docker 20.10's default driver on cgroup v2
+  opts=
+  [[ $DRIVER == systemd ]] || opts=', "exec-opts": ["native.cgroupdriver=cgroupfs"]'
+  conf="{ \"runtimes\": { \"nested\": { \"path\": \"/usr/local/bin/nestrun\" } }$opts }"
+  if [[ "$(cat /etc/docker/daemon.json)" != "$conf" ]]; then
+    echo "$conf" >/etc/docker/daemon.json
     systemctl restart docker
   fi
   if ! wait_docker; then
     fail "dockerd answers" "$(journalctl -u docker --no-pager | tail -5 | tr '\n' '|')"
     continue
   fi
-  if [[ $DRIVER == systemd ]]; then
+  if ! docker image inspect nestrun-test/dind >/dev/null 2>&1; then
     t0=$(now_ms)
     if import_images; then info "images imported in $(($(now_ms) - t0)) ms"; else fail "docker import of the test images" "see run.log"; break; fi
   fi
