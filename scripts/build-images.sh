@@ -173,7 +173,9 @@ import_image nestrun-test/busybox:latest "$BUSYBOX_TAR" \
   'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["sh"]'
 
 # --- dind ---------------------------------------------------------------------
-DIND_TAR="$NESTRUN_IMAGE_CACHE/dind-v$IMAGE_VERSION.tar"
+# The name carries a hash of the helper scripts it bakes in, so changing them rebuilds it.
+HELPERS_SHA=$(cat "$IMAGES_DIR/dind-entrypoint" "$IMAGES_DIR/dind-wait" "$IMAGES_DIR/modprobe" | sha256sum | cut -c1-12)
+DIND_TAR="$NESTRUN_IMAGE_CACHE/dind-v$IMAGE_VERSION-$HELPERS_SHA.tar"
 build_dind() {
   local root="$WORK/dind" f
   make_usrmerged_root "$root"
@@ -340,8 +342,7 @@ fi
 # actually has, where 20.10 asks for all of the kernel's (fails on hosts whose bounding set
 # lacks one, see SECURITY.md F2).
 # Its name carries the versions and a hash of the helper scripts it bakes in (shared with
-# nestrun-test/dind), so changing them rebuilds it.
-HELPERS_SHA=$(cat "$IMAGES_DIR/dind-entrypoint" "$IMAGES_DIR/dind-wait" "$IMAGES_DIR/modprobe" | sha256sum | cut -c1-12)
+# nestrun-test/dind: HELPERS_SHA above), so changing them rebuilds it.
 TRIXIE_TAR="$NESTRUN_IMAGE_CACHE/dind-trixie-v$TRIXIE_IMAGE_VERSION-$IMAGE_VERSION-$HELPERS_SHA.tar"
 build_dind_trixie() {
   local root="$WORK/dind-trixie"
