@@ -432,7 +432,7 @@ def plot(work, dest):
            f'({esc(meta.get("nproc", "?"))} CPUs, {esc(meta.get("nestrun", ""))})</text>']
     # panel 1: CLI run and docker run --rm medians
     bars = []
-    cli = [k for k in order if k[0] == "cli" and "nsenter" not in k[1]]
+    cli = [k for k in order if k[0] == "cli" and not k[1].endswith("nsenter alone")]
     for j, k in enumerate(cli):
         bars.append((k[1].split("|")[-1], statistics.median(samples[k]), COLORS[j % len(COLORS)]))
     svg += bar_panel(10, 30, 460, 200, "direct CLI run of busybox true (median)", bars)
