@@ -33,6 +33,9 @@ pub struct FuseServe {
 }
 
 pub fn run(args: FuseServe) -> anyhow::Result<()> {
+    // Out of the creator's session and process group: a terminal's SIGINT/SIGHUP must not stop
+    // the container's /proc (fuse::start spawns without a pre-exec hook, for speed).
+    let _ = nix::unistd::setsid();
     let ready = match args.ready_fd {
         Some(fd) => {
             // SAFETY: F_GETFD only inspects the descriptor number.

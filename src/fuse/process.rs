@@ -3,7 +3,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,11 +72,14 @@ pub fn start(cfg: &ServeConfig, log: Option<&Path>) -> Result<Pending, FuseError
 
 fn start_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pending, FuseError> {
     let sys = |op, source| FuseError::Sys { op, path: cfg.mountpoint.clone(), source };
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe for", e))?;
+    // The write end is inherited by the server (not close-on-exec); it is closed here right
+    // after the spawn, before anything else forks.
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| sys("pipe for", e))?;
+    nix::fcntl::fcntl(rd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(|e| sys("pipe for", e))?;
     // Keep the child's end clear of fds 0-2, which the child's stdio replaces
     // (possible when this process runs with stdio closed).
     let wr = if wr.as_raw_fd() < 3 {
-        let fd = nix::fcntl::fcntl(wr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(|e| sys("dup pipe for", e))?;
+        let fd = nix::fcntl::fcntl(wr.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(3)).map_err(|e| sys("dup pipe for", e))?;
         // SAFETY: fcntl returned a new descriptor that nothing else owns.
         unsafe { OwnedFd::from_raw_fd(fd) }
     } else {
@@ -94,16 +96,10 @@ fn start_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsStr
     let wr_raw: RawFd = wr.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.args(prefix).args(cfg.to_args(Some(wr_raw))).stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid()?;
-            if libc::fcntl(wr_raw, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // No pre_exec closure: std then spawns with posix_spawn (vfork-like), which does not copy
+    // this process's page tables and returns as soon as the child has exec'd, where fork +
+    // pre_exec cost 5-6 ms of create time. The server makes itself a session leader first
+    // thing (`cli::fuse::run`), so a terminal's signals never reach it.
     let child = cmd.spawn().map_err(|source| FuseError::Spawn { exe: exe.into(), source })?;
     drop(wr);
     Ok(Pending { child, rd, mountpoint: cfg.mountpoint.clone() })
