@@ -16,6 +16,13 @@ mod subid;
 
 fn main() {
     let opts = cli::parse_args();
+    // Commands that only print: a closed stdout (`nestrun check | head`) ends them quietly,
+    // as it would a C tool, instead of a println! panic. The others keep SIGPIPE ignored so a
+    // vanished peer is an error nestrun reports and cleans up after, not a silent death.
+    use cli::Cmd::*;
+    if matches!(opts.cmd, State(_) | Ps(_) | Events(_) | List(_) | Spec(_) | Features(_) | Check(_)) {
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let guard = logging::init(&opts.global, opts.log_level());
     let code = match cli::dispatch(opts) {
         Ok(code) => code,
