@@ -70,11 +70,7 @@ impl SmallDocker {
         if !t.is_empty_but_data() {
             v.push(format!("{t:?}"));
         }
-        for p in [format!("{RUNDIR}/docker-exec/runtime-runc/moby/{id}"), format!("{RUNDIR}/docker-exec/runtime-runc/moby/.nestrun/{id}")] {
-            if Path::new(&p).exists() {
-                v.push(p);
-            }
-        }
+        v.extend(runtime_state_dirs(RUNDIR, id).iter().map(|p| p.display().to_string()));
         v
     }
 }

@@ -34,18 +34,6 @@ fn cap_line(status: &str, name: &str) -> String {
     status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("no {name} in {status}"))
 }
 
-/// Host pids whose cgroup (any hierarchy) names `id`.
-fn pids_in_cgroup_of(id: &str) -> Vec<i32> {
-    let mut v = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id)) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 /// Inner `docker run --privileged` in a nested container that has no --privileged itself: it
 /// gets every capability the outer container has, mounts, makes namespaces and veth pairs; and it
 /// stays confined: its processes are the outer container's range on the host, it sees no host

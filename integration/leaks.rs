@@ -5,22 +5,7 @@
 //! cgroups (all v1 controllers), FUSE servers, uid leases, data dirs, state dirs, and processes
 //! in the range it had. N = 5 (one of each); NESTRUN_LONG=1 runs 200.
 use crate::util::*;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Where dockerd 20.10 keeps the runtime state of its containers (`--root` it passes to nestrun).
-fn state_dirs(id: &str) -> Vec<PathBuf> {
-    let mut v = vec![];
-    for root in ["/run/nestrun-test/docker-exec/runtime-runc/moby", "/run/nestrun-test/docker-exec/runtime-nested/moby"] {
-        for p in [format!("{root}/{id}"), format!("{root}/.nestrun/{id}")] {
-            let p = PathBuf::from(p);
-            if p.exists() {
-                v.push(p);
-            }
-        }
-    }
-    v
-}
 
 /// Everything the host still holds for container `id` (whose range started at `start`, if known).
 fn leftovers(id: &str, start: Option<u64>) -> Vec<String> {
@@ -29,7 +14,7 @@ fn leftovers(id: &str, start: Option<u64>) -> Vec<String> {
     if !t.is_empty() {
         v.push(format!("{t:?}"));
     }
-    let s = state_dirs(id);
+    let s = runtime_state_dirs("/run/nestrun-test", id);
     if !s.is_empty() {
         v.push(format!("state dirs {s:?}"));
     }

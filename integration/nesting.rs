@@ -23,18 +23,6 @@ fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
 }
 
-/// Host pids whose cgroup (any hierarchy) names `id`.
-fn pids_in_cgroup_of(id: &str) -> Vec<i32> {
-    let mut v = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id)) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 #[test]
 fn docker_in_docker_in_docker() {
     need_engines!("docker_in_docker_in_docker");

@@ -201,6 +201,33 @@ pub fn pids_in_uid_range(start: u64, len: u64) -> Vec<i32> {
     v
 }
 
+/// Host pids whose cgroup (any hierarchy) names `id`.
+pub fn pids_in_cgroup_of(id: &str) -> Vec<i32> {
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id)) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// The runtime state dockerd 20.10 keeps for container `id` under its exec root in `rundir`
+/// (the `--root` it passes to nestrun, and nestrun's sidecar below it) that still exists.
+pub fn runtime_state_dirs(rundir: &str, id: &str) -> Vec<PathBuf> {
+    let mut v = vec![];
+    for runtime in ["runc", "nested"] {
+        let root = format!("{rundir}/docker-exec/runtime-{runtime}/moby");
+        for p in [format!("{root}/{id}"), format!("{root}/.nestrun/{id}")] {
+            if Path::new(&p).exists() {
+                v.push(PathBuf::from(p));
+            }
+        }
+    }
+    v
+}
+
 /// Mount points (from our mountinfo) that contain `needle`.
 pub fn mounts_containing(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
