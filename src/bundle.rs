@@ -60,9 +60,18 @@ pub fn parse_spec(path: &Path, text: &[u8]) -> Result<Spec, BundleError> {
     })
 }
 
-/// Load and check `<bundle>/config.json` and the rootfs it names. Returns the spec and the
-/// absolute, canonical rootfs path.
-pub fn load(bundle: &Path) -> Result<(Spec, PathBuf), BundleError> {
+/// A bundle's config.json, checked.
+#[derive(Debug)]
+pub struct Loaded {
+    pub spec: Spec,
+    /// The absolute, canonical rootfs path.
+    pub rootfs: PathBuf,
+    /// The file's text (for [`Unknown::of`]).
+    pub text: Vec<u8>,
+}
+
+/// Load and check `<bundle>/config.json` and the rootfs it names.
+pub fn load(bundle: &Path) -> Result<Loaded, BundleError> {
     let meta = fs::metadata(bundle).map_err(|_| BundleError::MissingBundle(bundle.to_path_buf()))?;
     if !meta.is_dir() {
         return Err(BundleError::NotADirectory(bundle.to_path_buf()));
@@ -106,7 +115,7 @@ pub fn load(bundle: &Path) -> Result<(Spec, PathBuf), BundleError> {
             }
         }
     }
-    Ok((spec, rootfs))
+    Ok(Loaded { spec, rootfs, text })
 }
 
 /// What system mode refuses in a bundle that a plain runtime would run. Pure.
@@ -128,40 +137,48 @@ pub fn check_system(spec: &Spec, rootfs: &Path) -> Result<(), BundleError> {
 }
 
 /// Write the rewritten spec as `<dir>/config.json` (atomically: temp file + rename), with the
-/// members of the engine's `<bundle>/config.json` that oci_spec does not know put back (see
-/// [`keep_unknown`]): hooks and tools that read the bundle see what the engine wrote.
-pub fn write_shadow(dir: &Path, spec: &Spec, bundle: &Path) -> Result<PathBuf, BundleError> {
+/// members of the engine's config.json that oci_spec does not know put back (see [`Unknown`]):
+/// hooks and tools that read the bundle see what the engine wrote.
+pub fn write_shadow(dir: &Path, spec: &Spec, unknown: &Unknown) -> Result<PathBuf, BundleError> {
     fs::create_dir_all(dir).map_err(|source| BundleError::Write { path: dir.to_path_buf(), source })?;
     let path = config_path(dir);
     let tmp = dir.join(".config.json.tmp");
     let mut out = serde_json::to_value(spec).expect("a Spec always serialises");
-    // Already parsed once by load(): an error here means the file changed under us; then the
-    // unknown members are simply not carried over.
-    if let Some(original) = fs::read(config_path(bundle)).ok().and_then(|t| serde_json::from_slice::<Value>(&t).ok()) {
-        keep_unknown(&original, &mut out);
-    }
+    unknown.apply(&mut out);
     let text = serde_json::to_vec(&out).expect("a Value always serialises");
     fs::write(&tmp, text).map_err(|source| BundleError::Write { path: tmp.clone(), source })?;
     fs::rename(&tmp, &path).map_err(|source| BundleError::Write { path: path.clone(), source })?;
     Ok(path)
 }
 
-/// Copies into `out` the object members of `original` (an engine's config.json) that a
-/// round-trip through oci_spec drops: fields of newer spec versions and vendor extensions,
-/// at any depth of nested objects. A member is only added where `out` has the parent object
-/// and not the member: a rewrite's own value always wins, and a field the rewrite removed
-/// that oci_spec knows is not brought back. Members inside arrays (mounts, hooks) are not
-/// carried over: the rewrite adds and removes array elements, so positions do not match.
-pub fn keep_unknown(original: &Value, out: &mut Value) {
-    let Ok(spec) = serde_json::from_value::<Spec>(original.clone()) else { return };
-    let known = serde_json::to_value(&spec).expect("a Spec always serialises");
-    let mut missing = vec![];
-    unknown_members(original, &known, &mut vec![], &mut missing);
-    for (path, value) in missing {
-        let (key, parents) = path.split_last().expect("member paths are never empty");
-        let parent = parents.iter().try_fold(&mut *out, |at, p| at.get_mut(p.as_str()).filter(|v| v.is_object()));
-        if let Some(obj) = parent.and_then(Value::as_object_mut) {
-            obj.entry(key.clone()).or_insert(value);
+/// The object members of an engine's config.json that a round-trip through oci_spec drops:
+/// fields of newer spec versions and vendor extensions, at any depth of nested objects, by
+/// path. Empty for nearly every real config. Members inside arrays (mounts, hooks) are not
+/// kept: the rewrite adds and removes array elements, so positions do not match; neither are
+/// members nested deeper than serde_json's 128 levels (the text then does not parse as a Value).
+#[derive(Debug, Default)]
+pub struct Unknown(Vec<(Vec<String>, Value)>);
+
+impl Unknown {
+    /// Of the config.json `text` that `load` parsed into `spec` (before any rewrite).
+    pub fn of(text: &[u8], spec: &Spec) -> Unknown {
+        let Ok(original) = serde_json::from_slice::<Value>(text) else { return Unknown::default() };
+        let known = serde_json::to_value(spec).expect("a Spec always serialises");
+        let mut found = vec![];
+        unknown_members(&original, &known, &mut vec![], &mut found);
+        Unknown(found)
+    }
+
+    /// Adds each member where `out` has the parent object and not the member: a rewrite's own
+    /// value always wins, and a field the rewrite removed that oci_spec knows is not brought
+    /// back.
+    pub fn apply(&self, out: &mut Value) {
+        for (path, value) in &self.0 {
+            let (key, parents) = path.split_last().expect("member paths are never empty");
+            let parent = parents.iter().try_fold(&mut *out, |at, p| at.get_mut(p.as_str()).filter(|v| v.is_object()));
+            if let Some(obj) = parent.and_then(Value::as_object_mut) {
+                obj.entry(key.clone()).or_insert_with(|| value.clone());
+            }
         }
     }
 }
@@ -221,13 +238,15 @@ mod tests {
                 "org.example.extension":{"keep":"me"},"x-null":null}"#,
         )
         .unwrap();
-        let mut spec: Spec = serde_json::from_value(original.clone()).unwrap();
+        let text = serde_json::to_vec(&original).unwrap();
+        let mut spec = parse_spec(Path::new("config.json"), &text).unwrap();
+        let unknown = Unknown::of(&text, &spec);
         // What a rewrite does: drop a known field, change another.
         spec.linux_mut().as_mut().unwrap().set_seccomp(None);
         spec.set_hostname(Some("rewritten".into()));
         let mut out = serde_json::to_value(&spec).unwrap();
         assert!(out.get("org.example.extension").is_none(), "oci_spec itself drops unknown members");
-        keep_unknown(&original, &mut out);
+        unknown.apply(&mut out);
         assert_eq!(out["org.example.extension"], serde_json::json!({"keep": "me"}));
         assert_eq!(out["process"]["x-vendor-knob"], 7);
         assert_eq!(out["linux"]["x-new-field"], serde_json::json!({"a": [1, 2]}));
@@ -239,7 +258,7 @@ mod tests {
         let again: Spec = serde_json::from_value(out.clone()).unwrap();
         assert_eq!(again.hostname().as_deref(), Some("rewritten"));
         let before = out.clone();
-        keep_unknown(&original, &mut out);
+        unknown.apply(&mut out);
         assert_eq!(out, before);
     }
 

@@ -43,7 +43,7 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
         return Err(LifecycleError::Exists { id: id.into(), root: root.into() });
     }
     let bundle_dir = std::path::absolute(&args.bundle).unwrap_or_else(|_| args.bundle.clone());
-    let (spec, rootfs) = bundle::load(&bundle_dir)?;
+    let loaded = bundle::load(&bundle_dir)?;
     std::fs::create_dir_all(root.join(sidecar::DIR)).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let root = std::fs::canonicalize(root).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let sdir = sidecar::dir(&root, id);
@@ -61,9 +61,9 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
             r => break r.map_err(|source| LifecycleError::State { path: sdir.clone(), source })?,
         }
     }
-    let mut rec = Record { id: id.into(), bundle: bundle_dir.clone(), rootfs: rootfs.clone(), mode: mode_of(&spec), ..Record::default() };
+    let mut rec = Record { id: id.into(), bundle: bundle_dir.clone(), rootfs: loaded.rootfs.clone(), mode: mode_of(&loaded.spec), ..Record::default() };
     super::fault_point("sidecar");
-    let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, spec, &rootfs, &mut rec));
+    let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, loaded, &mut rec));
     if result.is_err() {
         leave_joined();
         let _ = rec.save(&sdir);
@@ -77,10 +77,11 @@ fn create_in(
     root: &Path,
     sdir: &Path,
     bundle_dir: &Path,
-    spec: libcontainer::oci_spec::runtime::Spec,
-    rootfs: &Path,
+    loaded: bundle::Loaded,
     rec: &mut Record,
 ) -> Result<Container, LifecycleError> {
+    let bundle::Loaded { spec, rootfs, text } = loaded;
+    let rootfs = rootfs.as_path();
     let id = args.id.as_str();
     let (bundle_for_lc, facts) = match rec.mode {
         // Plain mode runs the engine's bundle as written: no shadow, no rewrite.
@@ -89,6 +90,7 @@ fn create_in(
             bundle::check_system(&spec, rootfs)?;
             let facts = gather::gather(&spec, rootfs, id, root, sdir, rec)?;
             gather::save(rec, sdir)?;
+            let unknown = bundle::Unknown::of(&text, &spec);
             let mut out = rewrite::rewrite(spec, &facts)?;
             // libcontainer resolves a relative root.path against the bundle: make it absolute.
             if let Some(r) = out.root_mut().as_mut() {
@@ -98,7 +100,7 @@ fn create_in(
             }
             tracing::debug!(spec = %serde_json::to_string(&out).unwrap_or_default(), "rewritten spec");
             let shadow = sdir.join("bundle");
-            bundle::write_shadow(&shadow, &out, bundle_dir)?;
+            bundle::write_shadow(&shadow, &out, &unknown)?;
             let server = start_proc_emulation(&out, &facts, root, sdir, rec)?;
             (shadow, Some((facts, server)))
         }
