@@ -16,7 +16,9 @@ pub struct LogGuard {
     pub file: Option<PathBuf>,
 }
 
-pub fn init(global: &GlobalOpts, level: &str) -> LogGuard {
+/// `causes`: keep libcontainer's first error for the error line (the commands that start a
+/// container process: create, run, exec).
+pub fn init(global: &GlobalOpts, level: &str, causes: bool) -> LogGuard {
     let json = global.log_format.as_deref() == Some("json");
     let debug = matches!(level, "debug" | "trace");
     let file = global.log.clone().filter(|p| p.as_os_str() != "/dev/stderr");
@@ -35,7 +37,7 @@ pub fn init(global: &GlobalOpts, level: &str) -> LogGuard {
         (None, true) => fmt.json().flatten_event(true).with_writer(std::io::stderr).boxed(),
         (None, false) => fmt.with_writer(std::io::stderr).boxed(),
     };
-    let causes = (!debug).then(Causes::open).flatten();
+    let causes = (causes && !debug).then(Causes::open).flatten();
     let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(causes).try_init();
     LogGuard { file }
 }
@@ -45,15 +47,15 @@ pub fn init(global: &GlobalOpts, level: &str) -> LogGuard {
 /// as "failed to prepare rootfs"; the init logged the real cause just before. The events are
 /// appended to a memfd that the init (a fork of this process) inherits; it is close-on-exec,
 /// so the container's own program never sees it.
-struct Causes(OwnedFd);
+struct Causes;
 
-static CAUSES: OnceLock<std::os::fd::RawFd> = OnceLock::new();
+static CAUSES: OnceLock<OwnedFd> = OnceLock::new();
 
 impl Causes {
     fn open() -> Option<Causes> {
         let fd = nix::sys::memfd::memfd_create(c"nestrun-causes", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC).ok()?;
-        CAUSES.set(fd.as_raw_fd()).ok()?;
-        Some(Causes(fd))
+        CAUSES.set(fd).ok()?;
+        Some(Causes)
     }
 }
 
@@ -67,7 +69,7 @@ impl<S: tracing::Subscriber> Layer<S> for Causes {
         event.record(&mut line);
         let text = format!("{}\n", line.0.replace('\n', " "));
         // O_APPEND is not available on a memfd's fd here: seek to the end, then write.
-        let fd = self.0.as_raw_fd();
+        let Some(fd) = CAUSES.get().map(AsRawFd::as_raw_fd) else { return };
         unsafe {
             libc::lseek(fd, 0, libc::SEEK_END);
             libc::write(fd, text.as_ptr().cast(), text.len());
@@ -92,7 +94,7 @@ impl tracing::field::Visit for Visitor {
 
 /// The first libcontainer error event of this process or of the container init it forked.
 pub fn first_cause() -> Option<String> {
-    let fd = *CAUSES.get()?;
+    let fd = CAUSES.get()?.as_raw_fd();
     let mut buf = vec![0u8; 4096];
     let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     let text = String::from_utf8_lossy(&buf[..usize::try_from(n).ok()?]).into_owned();

@@ -23,7 +23,7 @@ fn main() {
     if matches!(opts.cmd, State(_) | Ps(_) | Events(_) | List(_) | Spec(_) | Features(_) | Check(_)) {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let guard = logging::init(&opts.global, opts.log_level());
+    let guard = logging::init(&opts.global, opts.log_level(), matches!(opts.cmd, Create(_) | Run(_) | Exec(_)));
     let code = match cli::dispatch(opts) {
         Ok(code) => code,
         Err(err) => {
