@@ -58,11 +58,7 @@ pub fn copy_shifted(src: &Path, dst: &Path, host_id: u32, size: u32) -> Result<P
 /// Re-own a directory rootfs to the range at `host_id` (from whichever range it has now) and
 /// bind it at `target`.
 pub fn bind_shifted(rootfs: &Path, target: &Path, host_id: u32, size: u32) -> Result<(), HostError> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(rootfs).map_err(io("stat", rootfs))?.uid();
-    if owner != host_id {
-        shift_tree(rootfs, owner, host_id, size)?;
-    }
+    super::overlay::reown_to(rootfs, host_id, size)?;
     std::fs::create_dir_all(target).map_err(io("create", target))?;
     nix::mount::mount(Some(rootfs), target, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>)
         .map_err(super::sys("bind", target))

@@ -82,6 +82,16 @@ pub fn shift_tree(dir: &Path, from: u32, to: u32, size: u32) -> Result<u64, Host
     Ok(count)
 }
 
+/// Re-own `dir` and everything below to the range at `host_id`, from whichever range its top
+/// directory has now (nothing to do when it has that one already).
+pub fn reown_to(dir: &Path, host_id: u32, size: u32) -> Result<(), HostError> {
+    let owner = std::fs::metadata(dir).map_err(io("stat", dir))?.uid();
+    if owner != host_id {
+        shift_tree(dir, owner, host_id, size)?;
+    }
+    Ok(())
+}
+
 /// Prefix of nestrun's own work dirs (teardown removes only directories named so).
 pub const OWN_WORK_PREFIX: &str = "nestrun-work-";
 
@@ -123,10 +133,7 @@ pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, s
     }
     let mut data = format!("lowerdir={}", lower_opts.join(":"));
     if let (Some(u), Some(engine_work)) = (&layers.upper, &layers.work) {
-        let owner = std::fs::metadata(u).map_err(io("stat", u))?.uid();
-        if owner != host_id {
-            shift_tree(u, owner, host_id, size)?;
-        }
+        reown_to(u, host_id, size)?;
         let w = match work {
             Some(w) => {
                 // Left over by a create or delete that was killed: start from an empty one.
@@ -138,10 +145,7 @@ pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, s
                 w.to_path_buf()
             }
             None => {
-                let owner = std::fs::metadata(engine_work).map_err(io("stat", engine_work))?.uid();
-                if owner != host_id {
-                    shift_tree(engine_work, owner, host_id, size)?;
-                }
+                reown_to(engine_work, host_id, size)?;
                 engine_work.clone()
             }
         };

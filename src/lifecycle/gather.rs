@@ -207,10 +207,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         // as host root on disk. It is re-owned to the container's range instead, like nestrun's
         // own data dirs.
         if DATA_DIRS.iter().any(|d| m.destination() == Path::new(d)) && src.is_dir() {
-            let owner = std::fs::metadata(src).map(|m| m.uid()).unwrap_or(0);
-            if owner != facts.host_id {
-                overlay::shift_tree(src, owner, facts.host_id, facts.id_size)?;
-            }
+            overlay::reown_to(src, facts.host_id, facts.id_size)?;
             // A plain bind below the mount dir: the engine's volume path is often not
             // traversable by the container's root (e.g. /var/lib/docker is 0710).
             let target = mdir.join("m").join(i.to_string());
