@@ -1,6 +1,6 @@
 //! nestrun's own per-container record, beside libcontainer's state: what was made on the host
 //! for the container, so `delete` (or the cleanup after a failed or killed create) can undo it.
-//! Lives in `<root>/.nestrun/<id>/` with the shadow bundle and the ID-mapped mounts.
+//! Lives in `<root>/.nestrun/<id>/` with the shadow bundle; the mounts live in `mnt_dir`.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

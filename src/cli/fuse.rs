@@ -30,6 +30,9 @@ pub struct FuseServe {
     /// Host pid of the container's init process.
     #[arg(long)]
     pub init_pid: Option<i32>,
+    /// The host's cgroup mounts as mountinfo lines (default: read /proc/self/mountinfo).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cgroup_mounts: Option<String>,
 }
 
 pub fn run(args: FuseServe) -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ pub fn run(args: FuseServe) -> anyhow::Result<()> {
         owner_gid: args.owner_gid,
         start_time: start,
         init_pid: args.init_pid,
+        cgroup_mounts: args.cgroup_mounts,
     };
     crate::fuse::serve(cfg, ready).with_context(|| format!("fuse server at {}", mountpoint.display()))
 }

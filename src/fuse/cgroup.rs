@@ -190,7 +190,12 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    pub fn new(cgroup_path: &str) -> Result<Self, FuseError> {
+    /// `mounts`: mountinfo lines of the host's cgroup mounts, or `None` to read
+    /// /proc/self/mountinfo.
+    pub fn new(cgroup_path: &str, mounts: Option<&str>) -> Result<Self, FuseError> {
+        if let Some(text) = mounts {
+            return Ok(Self::with_mounts(cgroup_path, parse_mountinfo(text)));
+        }
         let p = Path::new("/proc/self/mountinfo");
         let text = std::fs::read_to_string(p).map_err(|source| FuseError::Read { path: p.into(), source })?;
         Ok(Self::with_mounts(cgroup_path, parse_mountinfo(&text)))

@@ -63,6 +63,9 @@ pub struct ServeConfig {
     pub start_time: SystemTime,
     /// Host pid of the container's init: /proc/uptime uses its start time.
     pub init_pid: Option<i32>,
+    /// The host's cgroup mounts as mountinfo lines, as the runtime read them (so the server
+    /// does not read the whole mount table again); `None`: read /proc/self/mountinfo.
+    pub cgroup_mounts: Option<String>,
 }
 
 impl ServeConfig {
@@ -83,6 +86,9 @@ impl ServeConfig {
         }
         if let Some(pid) = self.init_pid {
             args.push(format!("--init-pid={pid}").into());
+        }
+        if let Some(m) = &self.cgroup_mounts {
+            args.push(format!("--cgroup-mounts={m}").into());
         }
         args
     }
@@ -124,7 +130,7 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
     memory::tune_allocator();
     let sources = files::Sources {
         host_proc: PathBuf::from("/proc"),
-        cgroup: cgroup::Cgroup::new(&cfg.cgroup_path)?,
+        cgroup: cgroup::Cgroup::new(&cfg.cgroup_path, cfg.cgroup_mounts.as_deref())?,
         start_time: cfg.start_time,
         init_pid: cfg.init_pid,
         files: Default::default(),

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use super::{FuseError, ServeConfig};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
-const TERM_GRACE: Duration = Duration::from_secs(2);
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Start with an explicit executable and arguments placed before the server's own, and wait
 /// for readiness (tests re-execute the test binary as the server).
@@ -142,8 +142,10 @@ fn is_server(pid: Pid) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"fuse-serve"))
 }
 
-/// Lazily unmounts `mountpoint` and terminates the server (SIGTERM, then
-/// SIGKILL after 2 s). Idempotent: an unmounted path or a gone process is fine.
+/// Lazily unmounts `mountpoint` and kills the server (SIGKILL: it keeps no state worth a
+/// graceful exit, and a SIGTERM first cost a wake-up and a scheduling round trip of the
+/// server per delete, long on a busy host), waiting up to 2 s for it to be gone.
+/// Idempotent: an unmounted path or a gone process is fine.
 pub fn stop(pid: Pid, mountpoint: &Path) -> Result<(), FuseError> {
     let sys = |op, source| FuseError::Sys { op, path: mountpoint.to_path_buf(), source };
     let umount = match umount2(mountpoint, MntFlags::MNT_DETACH) {
@@ -156,15 +158,12 @@ pub fn stop(pid: Pid, mountpoint: &Path) -> Result<(), FuseError> {
         Err(e) => return Err(sys("pidfd_open for server of", e)),
     };
     if let Some(pidfd) = pidfd.filter(|_| is_server(pid)) {
-        for (sig, grace) in [(Signal::SIGTERM, TERM_GRACE), (Signal::SIGKILL, TERM_GRACE)] {
-            match pidfd_signal(&pidfd, sig) {
-                Ok(()) => {}
-                Err(Errno::ESRCH) => break,
-                Err(e) => return Err(sys("signal server of", e)),
+        match pidfd_signal(&pidfd, Signal::SIGKILL) {
+            Ok(()) => {
+                wait_readable(pidfd.as_raw_fd(), EXIT_WAIT).map_err(|e| sys("wait for server of", e))?;
             }
-            if wait_readable(pidfd.as_raw_fd(), grace).map_err(|e| sys("wait for server of", e))? {
-                break;
-            }
+            Err(Errno::ESRCH) => {}
+            Err(e) => return Err(sys("signal server of", e)),
         }
     }
     // Reap it if it is our child (spawned by this process); ECHILD otherwise.

@@ -105,6 +105,7 @@ fn child_server() {
         owner_gid: get("owner-gid").unwrap().parse().unwrap(),
         start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
         init_pid: get("init-pid").map(|p| p.parse().unwrap()),
+        cgroup_mounts: get("cgroup-mounts"),
     };
     let fd: i32 = get("ready-fd").unwrap().parse().unwrap();
     // SAFETY: the fd was inherited from spawn_with for exactly this purpose.
@@ -127,6 +128,7 @@ fn mount_spawn_read_write_stop() {
         owner_gid: 0,
         start_time: SystemTime::now() - std::time::Duration::from_secs(100),
         init_pid: None,
+        cgroup_mounts: None,
     };
     let exe = std::env::current_exe().unwrap();
     let prefix: Vec<OsString> = ["--exact", "fuse::tests::child_server", "--ignored", "--nocapture", "--", "fuse-serve"]
@@ -275,11 +277,21 @@ fn emulated_files_map_to_destinations() {
         owner_gid: 100000,
         start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500),
         init_pid: Some(42),
+        cgroup_mounts: Some("1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory".into()),
     };
     let args: Vec<String> = cfg.to_args(Some(5)).into_iter().map(|a| a.into_string().unwrap()).collect();
     assert_eq!(
         args,
-        ["--mountpoint=/run/x y", "--cgroup-path=/docker/abc", "--owner-uid=100000", "--owner-gid=100000", "--start-time=1.5", "--ready-fd=5", "--init-pid=42"]
+        [
+            "--mountpoint=/run/x y",
+            "--cgroup-path=/docker/abc",
+            "--owner-uid=100000",
+            "--owner-gid=100000",
+            "--start-time=1.5",
+            "--ready-fd=5",
+            "--init-pid=42",
+            "--cgroup-mounts=1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"
+        ]
     );
 }
 
@@ -293,7 +305,7 @@ fn bench_render() {
     let path = std::env::var("NESTRUN_BENCH_CGROUP").unwrap_or_else(|_| "/".into());
     let sources = files::Sources {
         host_proc: PathBuf::from("/proc"),
-        cgroup: cgroup::Cgroup::new(&path).unwrap(),
+        cgroup: cgroup::Cgroup::new(&path, None).unwrap(),
         start_time: SystemTime::now(),
         init_pid: Some(std::process::id() as i32),
         files: Default::default(),

@@ -14,10 +14,25 @@ fn is_named(e: &MountEntry) -> bool {
     e.fs_type == "cgroup" && e.super_options.split(',').any(|o| o.starts_with("name="))
 }
 
-fn hierarchies() -> Vec<MountEntry> {
+/// One entry per cgroup hierarchy, from the process's mount table snapshot (hierarchies do not
+/// move while a command runs).
+pub fn hierarchies() -> &'static [MountEntry] {
+    static CACHE: std::sync::OnceLock<Vec<MountEntry>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| of_mounts(mountinfo::snapshot()))
+}
+
+/// Hands the v1 hierarchies to libcgroups (vendor patch 1), whose cgroup manager would read
+/// the mount table again in this process and in libcontainer's intermediate process.
+pub fn seed_libcgroups() {
+    let v1 = mountinfo::snapshot().iter().filter(|e| e.fs_type == "cgroup").map(|e| e.mount_point.clone()).collect();
+    libcgroups::v1::util::seed_mount_points(v1);
+}
+
+fn of_mounts(mounts: &[MountEntry]) -> Vec<MountEntry> {
     let mut seen = Vec::new();
-    mountinfo::read()
-        .into_iter()
+    mounts
+        .iter()
+        .cloned()
         .filter(|e| (e.fs_type == "cgroup" || e.fs_type == "cgroup2") && e.root == Path::new("/"))
         .filter(|e| {
             // One entry per hierarchy (bind mounts of the same one share super options).
@@ -82,38 +97,20 @@ fn chown_delegated(dir: &Path, host_id: u32) -> Result<(), HostError> {
     Ok(())
 }
 
-/// This process's cgroup in the hierarchy named `name` (e.g. "name=systemd").
-fn own_cgroup(name: &str) -> Option<PathBuf> {
-    std::fs::read_to_string("/proc/self/cgroup")
-        .ok()?
-        .lines()
-        .find_map(|l| l.splitn(3, ':').collect::<Vec<_>>().get(1..3).filter(|f| f[0] == name).map(|f| PathBuf::from(f[1])))
-}
-
-/// Make and delegate the container's directory in named v1 hierarchies and move this process
-/// into it, so the container's processes are born there. Returns the cgroup.procs files to
-/// write our pid back to once the container exists (`leave_named`).
-pub fn join_named(cgroup_path: &Path, host_id: u32) -> Result<Vec<PathBuf>, HostError> {
-    let mut back = Vec::new();
+/// Make and delegate the container's directory in the named v1 hierarchies (name=systemd),
+/// which libcontainer's cgroup manager does not handle. Returns their `cgroup.procs` files:
+/// libcontainer's intermediate process joins them right after its own cgroups (vendor patch
+/// 7), so the container's processes are born there and this process never moves (a cgroup v1
+/// move after a quiet spell waits for an RCU grace period, 6-11 ms each).
+pub fn prepare_named(cgroup_path: &Path, host_id: u32) -> Result<Vec<PathBuf>, HostError> {
+    let mut procs = Vec::new();
     for h in hierarchies().iter().filter(|e| is_named(e)) {
-        let name = h.super_options.split(',').find(|o| o.starts_with("name=")).unwrap_or_default();
         let dir = dir_in(&h.mount_point, cgroup_path);
         std::fs::create_dir_all(&dir).map_err(io("create cgroup", &dir))?;
         chown_delegated(&dir, host_id)?;
-        if let Some(prev) = own_cgroup(name) {
-            back.push(dir_in(&h.mount_point, &prev).join("cgroup.procs"));
-        }
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, std::process::id().to_string()).map_err(io("join cgroup", &procs))?;
+        procs.push(dir.join("cgroup.procs"));
     }
-    Ok(back)
-}
-
-/// Move this process back to where it was before `join_named`.
-pub fn leave_named(back: &[PathBuf]) {
-    for procs in back {
-        let _ = std::fs::write(procs, std::process::id().to_string());
-    }
+    Ok(procs)
 }
 
 /// Delegate the container's directory in every hierarchy where it exists (after create).
@@ -157,7 +154,7 @@ pub fn unified_mount() -> Option<PathBuf> {
     if hs.iter().any(|e| e.fs_type == "cgroup" && !is_named(e)) {
         return None;
     }
-    hs.into_iter().find(|e| e.fs_type == "cgroup2").map(|e| e.mount_point)
+    hs.iter().find(|e| e.fs_type == "cgroup2").map(|e| e.mount_point.clone())
 }
 
 /// The controllers of a `cgroup.controllers` text that delegation hands on (`+cpu +memory ...`).

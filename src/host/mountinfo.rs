@@ -47,6 +47,31 @@ pub fn read() -> Vec<MountEntry> {
     parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
+/// `entries` as mountinfo lines (ids and mount options zeroed), which `parse` reads back.
+pub fn format(entries: &[&MountEntry]) -> String {
+    let esc = |p: &Path| {
+        let s = p.to_string_lossy();
+        s.replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012")
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let (src, opts) = (esc(Path::new(&e.source)), &e.super_options);
+            format!("0 0 0:0 {} {} rw - {} {src} {opts}", esc(&e.root), esc(&e.mount_point), e.fs_type)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The mount table as this process first read it, for what does not change while a command
+/// runs (cgroup hierarchies, the engine's rootfs mount): every read of /proc/self/mountinfo is
+/// O(host mounts) under the kernel's mount lock, which all mounts and unmounts on the host
+/// contend for. Use `read` for what this process itself mounts or unmounts.
+pub fn snapshot() -> &'static [MountEntry] {
+    static CACHE: std::sync::OnceLock<Vec<MountEntry>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(read)
+}
+
 /// The topmost mount exactly at `path`.
 pub fn at(entries: &[MountEntry], path: &Path) -> Option<MountEntry> {
     entries.iter().rev().find(|e| e.mount_point == path).cloned()
@@ -74,5 +99,17 @@ mod tests {
         assert_eq!(e[2].mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(e[2].root, PathBuf::from("/a b"));
         assert_eq!(at(&e, Path::new("/sys/fs/cgroup/memory")).unwrap().fs_type, "cgroup");
+    }
+
+    #[test]
+    fn format_reads_back() {
+        let text = "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid shared:10 - cgroup cgroup rw,memory\n\
+                    32 25 0:28 /x\\040y /sys/fs/cgroup/odd\\040dir rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let e = parse(text);
+        let back = parse(&format(&e.iter().collect::<Vec<_>>()));
+        assert_eq!(back, e);
+        // the FUSE server's own parser reads the same lines
+        let m = crate::fuse::cgroup::parse_mountinfo(&format(&e.iter().collect::<Vec<_>>()));
+        assert_eq!(m, crate::fuse::cgroup::parse_mountinfo(text));
     }
 }

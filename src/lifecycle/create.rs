@@ -65,7 +65,6 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
     super::fault_point("sidecar");
     let result = gather::save(&rec, &sdir).and_then(|()| create_in(args, &root, &sdir, &bundle_dir, loaded, &mut rec));
     if result.is_err() {
-        leave_joined();
         let _ = rec.save(&sdir);
         teardown(&root, id);
     }
@@ -106,11 +105,10 @@ fn create_in(
         }
     };
     let lc = |source| LifecycleError::Libcontainer { id: id.into(), source };
-    // Named v1 hierarchies (name=systemd) are joined as late as possible: the container's
-    // processes are born where this process is, and cgroup v1 moves are slow when far apart
-    // (the kernel waits for an RCU grace period after a quiet spell).
-    let leave = match facts.as_ref().and_then(|(f, _)| f.cgroup_path.as_ref().filter(|p| p.is_absolute()).map(|p| (p, f.host_id))) {
-        Some((p, host_id)) => cgroup::join_named(p, host_id)?,
+    cgroup::seed_libcgroups();
+    // Named v1 hierarchies (name=systemd): libcontainer's intermediate process joins them.
+    let named = match facts.as_ref().and_then(|(f, _)| f.cgroup_path.as_ref().filter(|p| p.is_absolute()).map(|p| (p, f.host_id))) {
+        Some((p, host_id)) => cgroup::prepare_named(p, host_id)?,
         None => Vec::new(),
     };
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
@@ -124,17 +122,9 @@ fn create_in(
         .with_systemd(args.systemd_cgroup)
         .with_detach(args.detach)
         .with_no_pivot(args.no_pivot)
-        .build();
-    // Moving back is another cgroup v1 migration, and it waits for an RCU grace period when
-    // the join's has passed (6-11 ms under docker). A process that exits right after create
-    // (`create`, `run -d`: detach) does not need it: a named hierarchy has no controllers,
-    // and container root cannot move or signal this host-root process. Anything of this
-    // process that removes the cgroup first leaves it (`leave_joined` in teardown).
-    match &container {
-        Ok(_) if args.detach => *JOINED.lock().unwrap_or_else(|e| e.into_inner()) = leave,
-        _ => cgroup::leave_named(&leave),
-    }
-    let container = container.map_err(lc)?;
+        .with_extra_cgroup_procs(named)
+        .build()
+        .map_err(lc)?;
     if let Some((facts, server)) = facts {
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
@@ -146,16 +136,6 @@ fn create_in(
         super::fault_point("fuse");
     }
     Ok(container)
-}
-
-/// The named cgroups this process joined for a create and has not left yet (see `create_in`).
-static JOINED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// Move this process back out of the cgroups a detached create left it in (a no-op if none):
-/// before it removes them, or does anything but exit.
-pub(crate) fn leave_joined() {
-    let back = std::mem::take(&mut *JOINED.lock().unwrap_or_else(|e| e.into_inner()));
-    cgroup::leave_named(&back);
 }
 
 /// Start the container's FUSE server without waiting for it, so its start-up overlaps the
@@ -185,6 +165,9 @@ fn start_proc_emulation(
         owner_gid: facts.host_id,
         start_time: std::time::SystemTime::now(),
         init_pid: None,
+        cgroup_mounts: Some(crate::host::mountinfo::format(
+            &crate::host::mountinfo::snapshot().iter().filter(|e| e.fs_type.starts_with("cgroup")).collect::<Vec<_>>(),
+        )),
     };
     let server = crate::fuse::start(&cfg, None).map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
     rec.fuse_pid = Some(server.pid().as_raw());

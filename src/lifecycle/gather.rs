@@ -96,8 +96,8 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     }
 
     // Rootfs layers first: the upper dir's owner says which range its files already have.
-    let entries = mountinfo::read();
-    let layers = mountinfo::at(&entries, rootfs)
+    let entries = mountinfo::snapshot();
+    let layers = mountinfo::at(entries, rootfs)
         .filter(|e| e.fs_type == "overlay")
         .map(|e| overlay::parse_options(&e.super_options).ok_or_else(|| host::HostError::OverlayOptions { path: rootfs.into(), options: e.super_options.clone() }))
         .transpose()?;
@@ -135,7 +135,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let mdir = crate::sidecar::mnt_dir(root, id);
     if mdir.exists() {
         // Left by a container of this root and id whose state vanished: start clean.
-        super::teardown::clear_mounts(&mdir, true);
+        super::teardown::clear_mounts(&mdir);
     }
     crate::sidecar::create_traversable(&mdir).map_err(host::io("create", &mdir))?;
     idmap::mount_dir_fs(&mdir)?;

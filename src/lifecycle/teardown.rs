@@ -10,15 +10,9 @@ use super::{container_dir, LifecycleError};
 use crate::host::{self, cgroup, mountinfo};
 use crate::sidecar::{self, Record};
 
-/// The container's `cgroup.procs` in every cgroup hierarchy (the mount table is read once: a
-/// read of /proc/self/mountinfo takes the kernel's global mount lock, contended while other
-/// containers start).
+/// The container's `cgroup.procs` in every cgroup hierarchy.
 fn procs_files(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
-    mountinfo::read()
-        .iter()
-        .filter(|e| e.fs_type.starts_with("cgroup"))
-        .map(|e| cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs"))
-        .collect()
+    cgroup::hierarchies().iter().map(|e| cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs")).collect()
 }
 
 /// Kill whatever still runs in the container's cgroup (an init orphaned by a killed create),
@@ -49,22 +43,21 @@ fn kill_and_wait_empty(cgroup_path: &Path) {
     }
 }
 
-/// Unmount everything at or below `dir` (deepest first); with `remove`, remove it too.
-pub fn clear_mounts(dir: &Path, remove: bool) {
-    let mut entries = mountinfo::read();
-    if remove && mountinfo::at(&entries, dir).is_some() {
-        // The container's mount dir is a tmpfs of its own (`idmap::mount_dir_fs`): one lazy
-        // unmount takes it with everything mounted inside, and its directories go with it.
-        host::unmount(dir);
-        entries = mountinfo::read();
-    }
-    let mut mounts: Vec<_> = mountinfo::under(&entries, dir).map(|e| e.mount_point.clone()).collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in mounts {
-        host::unmount(&m);
-    }
-    if !remove {
-        return;
+/// Unmount everything at or below `dir` (deepest first), then remove it.
+pub fn clear_mounts(dir: &Path) {
+    // The container's mount dir is a tmpfs of its own (`idmap::mount_dir_fs`): one lazy
+    // unmount takes it with everything mounted inside, and its directories go with it. Then
+    // nothing is left to look for, and the mount table (a read is O(host mounts) under the
+    // kernel's mount lock) is not read. EINVAL, no mount point (a create that died before
+    // the tmpfs was mounted): look.
+    let detached = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok();
+    if !detached {
+        let entries = mountinfo::read();
+        let mut mounts: Vec<_> = mountinfo::under(&entries, dir).map(|e| e.mount_point.clone()).collect();
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for m in mounts {
+            host::unmount(&m);
+        }
     }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -75,7 +68,6 @@ pub fn clear_mounts(dir: &Path, remove: bool) {
 
 /// Undo all host-side work for `id`. Idempotent; never fails (it logs what it could not undo).
 pub fn teardown(root: &Path, id: &str) {
-    super::create::leave_joined();
     let sdir = sidecar::dir(root, id);
     let rec = Record::load(&sdir).unwrap_or_default();
     if let Some(pid) = rec.fuse_pid {
@@ -87,8 +79,7 @@ pub fn teardown(root: &Path, id: &str) {
         kill_and_wait_empty(cg);
         cgroup::remove_tree(cg, true);
     }
-    clear_mounts(&sdir, false);
-    clear_mounts(&sidecar::mnt_dir(root, id), true);
+    clear_mounts(&sidecar::mnt_dir(root, id));
     for w in rec.work_dirs.iter().filter(|w| crate::host::overlay::is_own_work(w)) {
         if let Err(e) = std::fs::remove_dir_all(w) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -145,6 +136,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
         kill_and_wait_empty(&cg);
         cgroup::remove_tree(&cg, false);
     }
+    cgroup::seed_libcgroups();
     let result = c.delete(true).map_err(|source| LifecycleError::Libcontainer { id: id.into(), source });
     // A `delete` killed here has removed libcontainer's state but none of nestrun's: the next
     // `delete` finds only the sidecar and tears down from it.

@@ -66,6 +66,8 @@ pub(super) struct ContainerBuilderImpl {
     // TODO: youki does not support selinux yet
     #[allow(dead_code)]
     pub process_label: Option<String>,
+    /// nestrun patch 7: see `InitContainerBuilder::with_extra_cgroup_procs`.
+    pub extra_cgroup_procs: Vec<PathBuf>,
 }
 
 impl ContainerBuilderImpl {
@@ -190,6 +192,7 @@ impl ContainerBuilderImpl {
             stderr: self.stderr.as_ref().map(|x| x.as_raw_fd()),
             as_sibling: self.as_sibling,
             pid_file: self.pid_file.to_owned(),
+            extra_cgroup_procs: self.extra_cgroup_procs.clone(),
         };
 
         let init_pid = process::container_main_process::container_main_process(&container_args)

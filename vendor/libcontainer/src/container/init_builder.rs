@@ -25,6 +25,8 @@ pub struct InitContainerBuilder {
     detached: bool,
     no_pivot: bool,
     as_sibling: bool,
+    // nestrun patch 7
+    extra_cgroup_procs: Vec<PathBuf>,
 }
 
 impl InitContainerBuilder {
@@ -38,6 +40,7 @@ impl InitContainerBuilder {
             detached: true,
             no_pivot: false,
             as_sibling: false,
+            extra_cgroup_procs: Vec::new(),
         }
     }
 
@@ -61,6 +64,14 @@ impl InitContainerBuilder {
 
     pub fn with_no_pivot(mut self, no_pivot: bool) -> Self {
         self.no_pivot = no_pivot;
+        self
+    }
+
+    /// nestrun patch 7: `cgroup.procs` files (e.g. of named cgroup v1 hierarchies the cgroup
+    /// manager does not handle) that the intermediate process joins right after its own
+    /// cgroups, before any namespace is made, so the container is born there.
+    pub fn with_extra_cgroup_procs(mut self, procs: Vec<PathBuf>) -> Self {
+        self.extra_cgroup_procs = procs;
         self
     }
 
@@ -133,6 +144,7 @@ impl InitContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: None,
             process_label: None,
+            extra_cgroup_procs: self.extra_cgroup_procs,
         };
 
         builder_impl.create()?;

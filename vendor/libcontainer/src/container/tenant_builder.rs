@@ -298,6 +298,7 @@ impl TenantContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: self.sub_cgroup,
             process_label: self.process_label,
+            extra_cgroup_procs: Vec::new(),
         };
 
         let pid = builder_impl.create()?;

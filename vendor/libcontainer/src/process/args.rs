@@ -55,4 +55,6 @@ pub struct ContainerArgs {
     /// File path used to communicate the PID of the
     /// container process to the higher-level runtime.
     pub pid_file: Option<PathBuf>,
+    /// nestrun patch 7: cgroup.procs files the intermediate process joins after its cgroups.
+    pub extra_cgroup_procs: Vec<PathBuf>,
 }

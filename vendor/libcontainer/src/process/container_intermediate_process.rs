@@ -87,6 +87,14 @@ pub fn container_intermediate_process(
         linux.resources().as_ref(),
         matches!(args.container_type, ContainerType::InitContainer),
     )?;
+    // nestrun patch 7: right after the cgroup manager's moves, a move into another v1
+    // hierarchy does not wait for a fresh RCU grace period.
+    for procs in &args.extra_cgroup_procs {
+        std::fs::write(procs, current_pid.to_string()).map_err(|err| {
+            tracing::error!(?procs, ?err, "failed to join cgroup");
+            IntermediateProcessError::Cgroup(format!("failed to join {}: {err}", procs.display()))
+        })?;
+    }
 
     // setting CPU affinity for tenant container after cgroup move
     if matches!(args.container_type, ContainerType::TenantContainer { .. }) {
