@@ -250,8 +250,14 @@ def report(work):
           "**kernel** = the same nested container, read from `unshare -m` with the FUSE over-mounts unmounted (the kernel's own files; "
           "docker 20.10 does not pass `--label io.nestrun.proc=host` to the runtime), "
           "**runc** = plain runc container. Value = median over rounds of each round's median.\n")
-        w("| file | bytes (FUSE) | FUSE µs | kernel µs | runc µs | FUSE / kernel | FUSE pread µs | kernel pread µs |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        pinned = any(v == "fuse-same" for v, _ in per)
+        if pinned:
+            w("**FUSE, same CPU / other CPU**: the same reads with the container's FUSE server pinned to CPU 0 and the reader "
+              "to CPU 0 or to CPU 1. Each open + read to EOF + close is three round trips to the server (OPEN, READ, the READ "
+              "that finds EOF); when the server waits on another, idle CPU, each wake-up there costs a VM exit.\n")
+        extra = " FUSE µs, same CPU | FUSE µs, other CPU |" if pinned else ""
+        w("| file | bytes (FUSE) | FUSE µs | kernel µs | runc µs | FUSE / kernel | FUSE pread µs | kernel pread µs |" + extra)
+        w("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if pinned else ""))
 
         def med(v, f, i):
             xs = per.get((v, f))
@@ -259,7 +265,8 @@ def report(work):
 
         for f in files:
             a, b, c = med("fuse", f, 0), med("host", f, 0), med("runc", f, 0)
-            w(f"| `{f}` | {size.get(f, '–')} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {ratio(a, b)} | {fmt(med('fuse', f, 1))} | {fmt(med('host', f, 1))} |")
+            tail = f" {fmt(med('fuse-same', f, 0))} | {fmt(med('fuse-cross', f, 0))} |" if pinned else ""
+            w(f"| `{f}` | {size.get(f, '–')} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {ratio(a, b)} | {fmt(med('fuse', f, 1))} | {fmt(med('host', f, 1))} |" + tail)
         w("")
 
     mem_rows = load_tsv(os.path.join(work, "mem.tsv"), 12)
@@ -289,11 +296,14 @@ def report(work):
     scale = scale_rows(samples, order)
     if scale:
         w("### 7. Concurrent starts: K CLI `run`s of the busybox bundle launched at once (ms per run)\n")
-        w("| runtime | K | n | median | p95 | max | p95 / single median |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
+        runc_p95 = {k: p95(vals) for rt, k, vals, _ in scale if rt == "runc"}
+        w(f"K runs on {meta.get('nproc', '?')} CPUs share them: with K well above the CPU count, each run's latency grows "
+          "about as K / CPUs × its CPU time for any runtime, so the last column compares with runc at the same K.\n")
+        w("| runtime | K | n | median | p95 | max | p95 / single median | p95 / runc p95 |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
         for rt, k, vals, single in scale:
             w(f"| {rt} | {k} | {len(vals)} | {fmt(statistics.median(vals))} | {fmt(p95(vals))} | {fmt(max(vals))} | "
-              f"{ratio(p95(vals), single) if k > 1 else '–'} |")
+              f"{ratio(p95(vals), single) if k > 1 else '–'} | {ratio(p95(vals), runc_p95.get(k))} |")
         w("")
     rootfs = rootfs_rows(samples, order)
     if rootfs:
