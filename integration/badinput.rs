@@ -243,6 +243,37 @@ fn cli_run_and_cleanup() {
     e.assert_clean(&i);
 }
 
+/// `--debug --log F --log-format json` records how long each step of create and delete took
+/// (the way to see where a slow start goes), as numbers within the command's own duration.
+#[test]
+fn debug_log_times_each_step() {
+    need_root!("debug_log_times_each_step");
+    let e = Env::new("cli-steps");
+    e.edit(|c| c["process"]["args"] = json!(["true"]));
+    let i = id("steps");
+    e.created.borrow_mut().push(i.clone());
+    let log = e.dir.path.join("log.json");
+    let t0 = std::time::Instant::now();
+    let o = e.cli(&["--debug", "--log", log.to_str().unwrap(), "--log-format", "json", "run", "--bundle", e.bundle.to_str().unwrap(), &i]);
+    let wall = t0.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(o.code, 0, "{o:?}");
+    let steps: Vec<(String, f64)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|j| j["message"] == "step done")
+        .map(|j| (j["step"].as_str().unwrap_or("").to_string(), j["ms"].as_f64().unwrap_or(-1.0)))
+        .collect();
+    let mut want = vec!["gather", "rewrite", "libcontainer create", "libcontainer delete", "teardown"];
+    if std::path::Path::new("/dev/fuse").exists() {
+        want.extend(["start fuse server", "attach emulated files"]);
+    }
+    for w in want {
+        assert!(steps.iter().any(|(s, ms)| s == w && *ms > 0.0 && *ms < wall), "no timing for step {w:?} (wall {wall:.1} ms): {steps:?}");
+    }
+    e.assert_clean(&i);
+}
+
 /// Hostile and malformed config.json, table-driven: each case edits the busybox bundle (or
 /// writes raw text) and must fail with exactly one stderr line containing every needle, and
 /// leave nothing behind.

@@ -154,3 +154,22 @@ pub fn report_error(guard: &LogGuard, msg: &str) {
     // "error" in the line: runc's wording, and what youki's contest looks for on stderr.
     eprintln!("nestrun: error: {msg}");
 }
+
+/// A timed step of a command (`let _t = logging::step("gather");`): with `--debug` its
+/// duration is logged when it ends, so `nestrun --debug --log F create ...` shows where the
+/// time of a create or delete goes.
+pub struct Step {
+    name: &'static str,
+    start: std::time::Instant,
+}
+
+pub fn step(name: &'static str) -> Step {
+    Step { name, start: std::time::Instant::now() }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(step = self.name, ms = (ms * 1000.0).round() / 1000.0, "step done");
+    }
+}

@@ -87,8 +87,11 @@ fn create_in(
         Mode::Plain => (bundle_dir.to_path_buf(), None),
         Mode::System => {
             bundle::check_system(&spec, rootfs)?;
+            let t = crate::logging::step("gather");
             let facts = gather::gather(&spec, rootfs, id, root, sdir, rec)?;
             gather::save(rec, sdir)?;
+            drop(t);
+            let t = crate::logging::step("rewrite");
             let unknown = bundle::Unknown::of(&text, &spec);
             let mut out = rewrite::rewrite(spec, &facts)?;
             // libcontainer resolves a relative root.path against the bundle: make it absolute.
@@ -100,6 +103,8 @@ fn create_in(
             tracing::debug!(spec = %serde_json::to_string(&out).unwrap_or_default(), "rewritten spec");
             let shadow = sdir.join("bundle");
             bundle::write_shadow(&shadow, &out, &unknown)?;
+            drop(t);
+            let _t = crate::logging::step("start fuse server");
             let server = start_proc_emulation(&out, &facts, root, sdir, rec)?;
             (shadow, Some((facts, server)))
         }
@@ -111,6 +116,7 @@ fn create_in(
         Some((p, host_id)) => cgroup::prepare_named(p, host_id)?,
         None => Vec::new(),
     };
+    let t = crate::logging::step("libcontainer create");
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(lc)?
@@ -125,12 +131,14 @@ fn create_in(
         .with_extra_cgroup_procs(named)
         .build()
         .map_err(lc)?;
+    drop(t);
     if let Some((facts, server)) = facts {
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
         super::fault_point("created");
         if let Some(server) = server {
+            let _t = crate::logging::step("attach emulated files");
             attach_proc_emulation(&container, server, rec)?;
         }
         super::fault_point("fuse");

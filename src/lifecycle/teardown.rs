@@ -68,6 +68,7 @@ pub fn clear_mounts(dir: &Path) {
 
 /// Undo all host-side work for `id`. Idempotent; never fails (it logs what it could not undo).
 pub fn teardown(root: &Path, id: &str) {
+    let _t = crate::logging::step("teardown");
     let sdir = sidecar::dir(root, id);
     let rec = Record::load(&sdir).unwrap_or_default();
     if let Some(pid) = rec.fuse_pid {
@@ -137,9 +138,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
         cgroup::remove_tree(&cg, false);
     }
     cgroup::seed_libcgroups();
+    let t = crate::logging::step("libcontainer delete");
     let result = c.delete(true).map_err(|source| LifecycleError::Libcontainer { id: id.into(), source });
     // A `delete` killed here has removed libcontainer's state but none of nestrun's: the next
     // `delete` finds only the sidecar and tears down from it.
+    drop(t);
     super::fault_point("delete");
     teardown(root, id);
     result
