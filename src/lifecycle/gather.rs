@@ -238,7 +238,8 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
             overlay::shift_tree(&data_root, owner, facts.host_id, facts.id_size)?;
         }
     }
-    for (i, d) in DATA_DIRS.iter().enumerate() {
+    let data_mnt = mdir.join("d");
+    for d in DATA_DIRS {
         if crate::rewrite::has_mount(spec, Path::new(d)) {
             continue;
         }
@@ -266,12 +267,14 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
                 std::os::unix::fs::chown(dir, Some(facts.host_id), Some(facts.host_id)).map_err(host::io("chown", dir))?;
             }
         }
-        // Bound below the mount dir: the engine's layer dir is often not traversable by the
-        // container's root (/var/lib/docker is 0710).
-        let target = mdir.join("d").join(i.to_string());
-        std::fs::create_dir_all(&target).map_err(host::io("create", &target))?;
-        nix::mount::mount(Some(src.as_path()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(host::sys("bind", &target))?;
-        facts.data_dirs.push(DataDir { destination: d.into(), source: target });
+        facts.data_dirs.push(DataDir { destination: d.into(), source: data_mnt.join(&d[1..]) });
+    }
+    if !facts.data_dirs.is_empty() {
+        // The data root is bound below the mount dir, once for all its dirs: the engine's
+        // layer dir is often not traversable by the container's root (/var/lib/docker is
+        // 0710); the data root and the dirs on the way down are the range's own.
+        std::fs::create_dir_all(&data_mnt).map_err(host::io("create", &data_mnt))?;
+        nix::mount::mount(Some(data_root.as_path()), &data_mnt, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(host::sys("bind", &data_mnt))?;
     }
     super::fault_point("datadirs");
     Ok(facts)
