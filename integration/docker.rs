@@ -160,3 +160,30 @@ fn container_processes_start_with_default_signal_dispositions() {
     assert_eq!(e.out(), runc.out(), "docker exec's ignored signals differ from runc's init: {e:?}");
     assert!(e.stderr.is_empty(), "{e:?}");
 }
+
+/// An image of several layers (built on the host, FROM the busybox image): nestrun rebuilds the
+/// rootfs overlay from ID-mapped copies of every lower layer, so each layer's files, a file
+/// deleted by a later layer (whiteout), non-root owners and mode bits must show as in the image,
+/// and a file from a lower layer can be written (copy-up).
+#[test]
+fn multi_layer_image_keeps_every_layer() {
+    need_engines!("multi_layer_image_keeps_every_layer");
+    let dir = tempdir("layers");
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\n\
+         RUN echo one > /a && mkdir /d && echo keep > /d/k\n\
+         RUN echo two > /b && rm /a\n\
+         RUN echo three > /c && chown 1000:1001 /c && chmod 4755 /c\n"
+    );
+    std::fs::write(dir.path.join("Dockerfile"), dockerfile).unwrap();
+    let tag = format!("{}:latest", unique("layers").to_lowercase());
+    let mut build = docker_cmd(&["build", "-q", "-t", &tag, dir.path.to_str().unwrap()]);
+    build.env("DOCKER_BUILDKIT", "0");
+    run_cmd(build, Duration::from_secs(300)).ok();
+    let layers = docker(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", &tag]).ok().out().parse::<usize>().unwrap_or(0);
+    let o = run_rm(&[&tag, "sh", "-c", "test ! -e /a && cat /b /c /d/k && stat -c '%u:%g %a' /c && echo more >> /b && cat /b"]);
+    docker(&["rmi", "-f", &tag]);
+    assert!(layers >= 4, "the image should have at least 4 layers, has {layers}");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "two\nthree\nkeep\n1000:1001 4755\ntwo\nmore\n", "stderr: {}", o.stderr);
+}
