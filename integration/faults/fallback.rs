@@ -89,3 +89,52 @@ fn chown_fallback_copies_overlay_lowers_and_delete_removes_them() {
     env.assert_clean(&id, "after delete");
     assert!(!copies[0].exists(), "delete left the copies in {}", copies[0].display());
 }
+
+/// An engine-style overlay of two lower layers: the rebuilt overlay keeps their order and their
+/// root-owned files show as root inside, whether the ID-mapped layers are handed to the kernel
+/// as descriptors (Linux >= 6.13: no host mount per layer) or attached and mounted by path
+/// (`NESTRUN_OVERLAY_FDS=off`, what older kernels get).
+#[test]
+fn overlay_lowers_by_descriptor_and_by_path() {
+    need_root!();
+    for by_path in [false, true] {
+        let tag = if by_path { "ovl-path" } else { "ovl-fd" };
+        let mut env = Env::new(tag);
+        if by_path {
+            env = env.var("NESTRUN_OVERLAY_FDS", "off");
+        }
+        let cfg = env.dir.join("bundle/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        v["process"]["args"] = serde_json::json!(["sh", "-c", "echo $(cat /etc/order) $(busybox stat -c %u:%g /bin/busybox /etc/order) > /etc/result; sleep 30"]);
+        v["root"]["readonly"] = false.into();
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        let (top, bottom) = (env.dir.join("top"), env.dir.join("bottom"));
+        let (upper, work, rootfs) = (env.dir.join("layer/diff"), env.dir.join("layer/work"), env.dir.join("bundle/rootfs"));
+        std::fs::rename(&rootfs, &bottom).unwrap();
+        std::fs::write(bottom.join("etc/order"), "bottom\n").unwrap();
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        std::fs::write(top.join("etc/order"), "top\n").unwrap();
+        for d in [&upper, &work, &rootfs] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!("lowerdir={}:{},upperdir={},workdir={}", top.display(), bottom.display(), upper.display(), work.display());
+        assert!(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rootfs).status().unwrap().success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+        let _u = Unmount(&rootfs);
+        let id = format!("{tag}-{}", std::process::id());
+        env.create_ok(&id);
+        assert!(env.nestrun(&["start", &id], None).status.success());
+        assert_eq!(result(&upper), "top 0:0 0:0", "{tag}: the top layer wins, image files belong to root inside");
+        // The layer mounts (`<mount dir>/l/N`) exist in the host's table only on the path route.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let layer_mounts = info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|mp| mp.contains(&id) && mp.contains("/l/")).count();
+        assert_eq!(layer_mounts, if by_path { 2 } else { 0 }, "{tag}: host mounts of the layers");
+        env.delete_ok(&id, true);
+        env.assert_clean(&id, "after delete");
+    }
+}

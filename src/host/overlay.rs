@@ -118,13 +118,34 @@ pub fn is_own_work(p: &Path) -> bool {
 /// `lowers` says how the lower layers are made: ID-mapped clones, or (the chown fallback)
 /// re-owned copies.
 pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, size: u32, lowers: Lowers, made: &mut Vec<PathBuf>) -> Result<PathBuf, HostError> {
+    // ID-mapped layers stay detached when the kernel takes them as descriptors (Linux 6.13;
+    // NESTRUN_OVERLAY_FDS=off attaches them and mounts by path, as older kernels need).
+    let by_fd = std::env::var("NESTRUN_OVERLAY_FDS").map_or(true, |v| v != "off");
+    let fds = match &lowers {
+        Lowers::IdMapped(userns) => layers.lowers.iter().map(|l| idmap::idmapped_fd(l, *userns, false)).collect::<Result<Vec<_>, _>>()?,
+        Lowers::Copied(_) => Vec::new(),
+    };
+    let upper_work = match (&layers.upper, &layers.work) {
+        (Some(u), Some(engine_work)) => Some((u, own_or_engine_work(u, engine_work, work, host_id, size)?)),
+        _ => None,
+    };
+    let target = dir.join("rootfs");
+    std::fs::create_dir_all(&target).map_err(io("create", &target))?;
+    if by_fd && !fds.is_empty() {
+        made.push(target.clone());
+        if idmap::mount_overlay_fds(&fds, upper_work.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), &target)? {
+            return Ok(target);
+        }
+        made.pop();
+    }
     let mut lower_opts = Vec::new();
     for (i, l) in layers.lowers.iter().enumerate() {
         let target = match &lowers {
-            Lowers::IdMapped(userns) => {
+            Lowers::IdMapped(_) => {
                 let target = dir.join("l").join(i.to_string());
                 made.push(target.clone());
-                idmap::clone_idmapped(l, &target, *userns, false)?;
+                std::fs::create_dir_all(&target).map_err(io("create", &target))?;
+                idmap::attach(&fds[i], &target)?;
                 target
             }
             Lowers::Copied(base) => super::chownfs::copy_shifted(l, &base.join(i.to_string()), host_id, size)?,
@@ -132,33 +153,36 @@ pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, s
         lower_opts.push(target.to_string_lossy().into_owned());
     }
     let mut data = format!("lowerdir={}", lower_opts.join(":"));
-    if let (Some(u), Some(engine_work)) = (&layers.upper, &layers.work) {
-        reown_to(u, host_id, size)?;
-        let w = match work {
-            Some(w) => {
-                // Left over by a create or delete that was killed: start from an empty one.
-                if w.exists() {
-                    std::fs::remove_dir_all(w).map_err(io("remove stale work dir", w))?;
-                }
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().mode(0o700).create(w).map_err(io("create", w))?;
-                w.to_path_buf()
-            }
-            None => {
-                reown_to(engine_work, host_id, size)?;
-                engine_work.clone()
-            }
-        };
+    if let Some((u, w)) = &upper_work {
         data += &format!(",upperdir={},workdir={}", u.display(), w.display());
     }
     // The engine's own overlay over the same upper stays mounted; index=off makes the kernel
     // accept the shared upper (it warns) instead of refusing with EBUSY.
     data += ",index=off";
-    let target = dir.join("rootfs");
-    std::fs::create_dir_all(&target).map_err(io("create", &target))?;
     made.push(target.clone());
     mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(data.as_str())).map_err(sys("mount overlay at", &target))?;
     Ok(target)
+}
+
+/// The upper dir re-owned to the range, and the work dir for the rebuilt overlay: nestrun's own
+/// beside the upper (`work`, made empty) or else the engine's, re-owned.
+fn own_or_engine_work(u: &Path, engine_work: &Path, work: Option<&Path>, host_id: u32, size: u32) -> Result<PathBuf, HostError> {
+    reown_to(u, host_id, size)?;
+    Ok(match work {
+        Some(w) => {
+            // Left over by a create or delete that was killed: start from an empty one.
+            if w.exists() {
+                std::fs::remove_dir_all(w).map_err(io("remove stale work dir", w))?;
+            }
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(w).map_err(io("create", w))?;
+            w.to_path_buf()
+        }
+        None => {
+            reown_to(engine_work, host_id, size)?;
+            engine_work.to_path_buf()
+        }
+    })
 }
 
 #[cfg(test)]
