@@ -22,6 +22,36 @@ pub(crate) const CLONE_NEWTIME_FLAG: CloneFlags = CloneFlags::from_bits_retain(l
 
 type Result<T> = std::result::Result<T, NamespaceError>;
 
+/// nestrun patch 8: namespace files opened by the main process, by path. A tenant (exec) joins
+/// the container's user namespace first and its other namespaces after; opening
+/// /proc/<init>/ns/* from inside that user namespace needs ptrace access to the init, which
+/// fails with EACCES while the init has not exec'd its program yet (its memory still belongs to
+/// the host's user namespace and is not dumpable): a `docker exec` right after `docker start`.
+/// The main process (host root) opens them all before it forks; the intermediate and init
+/// processes inherit the descriptors (close-on-exec: the container's program never gets them).
+static PREOPENED: std::sync::Mutex<Vec<(std::path::PathBuf, std::os::fd::OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+/// nestrun patch 8: open `paths` now (see [`PREOPENED`]).
+pub fn preopen<'a>(paths: impl Iterator<Item = &'a std::path::Path>) -> Result<()> {
+    let mut held = PREOPENED.lock().unwrap_or_else(|e| e.into_inner());
+    for path in paths {
+        if held.iter().any(|(p, _)| p == path) {
+            continue;
+        }
+        let fd = fcntl::open(path, fcntl::OFlag::O_CLOEXEC, stat::Mode::empty()).inspect_err(|err| {
+            tracing::error!(?err, ?path, "failed to open namespace file");
+        })?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        held.push((path.to_path_buf(), unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }));
+    }
+    Ok(())
+}
+
+fn preopened(path: &std::path::Path) -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    PREOPENED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == path).map(|(_, fd)| fd.as_raw_fd())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error(transparent)]
@@ -109,6 +139,13 @@ impl Namespaces {
     pub fn unshare_or_setns(&self, namespace: &LinuxNamespace) -> Result<()> {
         tracing::debug!("unshare or setns: {:?}", namespace);
         match namespace.path() {
+            Some(path) if preopened(path).is_some() => {
+                let fd = preopened(path).unwrap_or(-1);
+                self.command.set_ns(fd, get_clone_flag(namespace.typ())?).map_err(|err| {
+                    tracing::error!(?err, ?namespace, "failed to set namespace");
+                    err
+                })?;
+            }
             Some(path) => {
                 let fd = fcntl::open(path, fcntl::OFlag::empty(), stat::Mode::empty())
                     .inspect_err(|err| {

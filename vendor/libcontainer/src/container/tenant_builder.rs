@@ -465,6 +465,9 @@ impl TenantContainerBuilder {
             .as_ref()
             .and_then(|l| l.namespaces().as_deref());
         let ns = self.get_namespaces(init_process.namespaces()?.0, spec_namespaces)?;
+        // nestrun patch 8: opened now, as host root (see `namespaces::preopen`).
+        crate::namespaces::preopen(ns.iter().filter_map(|n| n.path().as_deref()))
+            .map_err(|e| LibcontainerError::Other(format!("failed to open namespace file: {e}")))?;
 
         // it should never be the case that linux is not present in spec
         let spec_linux = spec.linux().as_ref().unwrap();
