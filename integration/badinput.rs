@@ -243,6 +243,25 @@ fn cli_run_and_cleanup() {
     e.assert_clean(&i);
 }
 
+/// `exec` while the init has not exec'd its program yet (a startContainer hook holds it after
+/// `start`, as a slow start does under load: `docker exec` right after `docker run -d`). The
+/// init's namespace files must be opened as host root: from inside the container's user
+/// namespace the not-yet-exec'd init refuses ptrace access (EACCES on /proc/<init>/ns/pid).
+#[test]
+fn exec_right_after_start_before_the_init_execs() {
+    need_root!("exec_right_after_start_before_the_init_execs");
+    let e = Env::new("cli-early-exec");
+    e.edit(|c| c["hooks"] = json!({"startContainer": [{"path": "/bin/sleep", "args": ["sleep", "2"]}]}));
+    let i = id("early");
+    e.create(&i).ok();
+    e.cli(&["start", &i]).ok();
+    let o = e.cli(&["exec", &i, "cat", "/proc/self/uid_map"]);
+    assert_eq!(o.code, 0, "exec during the init's startContainer hook: {o:?}");
+    assert!(o.stdout.contains("65536"), "the exec'd process is in the container's user namespace: {o:?}");
+    e.cli(&["delete", "--force", &i]).ok();
+    e.assert_clean(&i);
+}
+
 /// `--debug --log F --log-format json` records how long each step of create and delete took
 /// (the way to see where a slow start goes), as numbers within the command's own duration.
 #[test]
