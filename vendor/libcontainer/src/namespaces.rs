@@ -139,27 +139,27 @@ impl Namespaces {
     pub fn unshare_or_setns(&self, namespace: &LinuxNamespace) -> Result<()> {
         tracing::debug!("unshare or setns: {:?}", namespace);
         match namespace.path() {
-            Some(path) if preopened(path).is_some() => {
-                let fd = preopened(path).unwrap_or(-1);
-                self.command.set_ns(fd, get_clone_flag(namespace.typ())?).map_err(|err| {
-                    tracing::error!(?err, ?namespace, "failed to set namespace");
-                    err
-                })?;
-            }
             Some(path) => {
-                let fd = fcntl::open(path, fcntl::OFlag::empty(), stat::Mode::empty())
-                    .inspect_err(|err| {
-                        tracing::error!(?err, ?namespace, "failed to open namespace file");
-                    })?;
+                // nestrun patch 8: a descriptor the main process opened, if there is one.
+                let held = preopened(path);
+                let fd = match held {
+                    Some(fd) => fd,
+                    None => fcntl::open(path, fcntl::OFlag::empty(), stat::Mode::empty())
+                        .inspect_err(|err| {
+                            tracing::error!(?err, ?namespace, "failed to open namespace file");
+                        })?,
+                };
                 self.command
                     .set_ns(fd, get_clone_flag(namespace.typ())?)
                     .map_err(|err| {
                         tracing::error!(?err, ?namespace, "failed to set namespace");
                         err
                     })?;
-                unistd::close(fd).inspect_err(|err| {
-                    tracing::error!(?err, ?namespace, "failed to close namespace file");
-                })?;
+                if held.is_none() {
+                    unistd::close(fd).inspect_err(|err| {
+                        tracing::error!(?err, ?namespace, "failed to close namespace file");
+                    })?;
+                }
             }
             None => {
                 self.command
