@@ -106,7 +106,7 @@ pub fn clone_idmapped(src: &Path, target: &Path, userns: BorrowedFd, recursive: 
         }
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map_err(io("create", target))?;
     }
-    attach(&fd, target)
+    attach(&fd, target, ATTACH_IDMAPPED)
 }
 
 /// A detached, ID-mapped clone of the mount tree at `src` (not attached anywhere yet).
@@ -126,13 +126,16 @@ pub fn idmapped_fd(src: &Path, userns: BorrowedFd, recursive: bool) -> Result<Ow
     Ok(fd)
 }
 
-/// Attach a detached mount at `target` (which exists).
-pub fn attach(fd: &OwnedFd, target: &Path) -> Result<(), HostError> {
+/// What an error attaching an ID-mapped clone says.
+pub const ATTACH_IDMAPPED: &str = "attach id-mapped mount (move_mount) at";
+
+/// Attach a detached mount at `target` (which exists); `what` names the step in an error.
+pub fn attach(fd: &OwnedFd, target: &Path, what: &'static str) -> Result<(), HostError> {
     let (t, empty) = (cpath(target), CString::default());
     // SAFETY: plain syscall with valid, NUL-terminated paths and an open fd.
     check(
         unsafe { libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) },
-        "attach id-mapped mount (move_mount) at",
+        what,
         target,
     )?;
     Ok(())
@@ -180,6 +183,6 @@ pub fn mount_overlay_fds(lowers: &[OwnedFd], upper_work: Option<(&Path, &Path)>,
     check(unsafe { libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_void>(), 0) }, what, target)?;
     let mfd = check(unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, 0) }, what, target)?;
     let mfd = unsafe { OwnedFd::from_raw_fd(mfd as i32) };
-    attach(&mfd, target)?;
+    attach(&mfd, target, what)?;
     Ok(true)
 }

@@ -145,7 +145,7 @@ pub fn rebuild(layers: &Layers, work: Option<&Path>, dir: &Path, host_id: u32, s
                 let target = dir.join("l").join(i.to_string());
                 made.push(target.clone());
                 std::fs::create_dir_all(&target).map_err(io("create", &target))?;
-                idmap::attach(&fds[i], &target)?;
+                idmap::attach(&fds[i], &target, idmap::ATTACH_IDMAPPED)?;
                 target
             }
             Lowers::Copied(base) => super::chownfs::copy_shifted(l, &base.join(i.to_string()), host_id, size)?,
