@@ -7,13 +7,38 @@ use std::process::Command;
 
 use crate::{need_root, Env};
 
-/// `sh -c` in the bundle: what root inside sees and can do, written to /etc/result.
-fn probe(env: &Env) {
+/// What root inside can do and whom the image's files belong to, written to /etc/result.
+const OWNER_PROBE: &str = "busybox touch /etc/written && echo $(busybox stat -c %u:%g /bin/busybox) > /etc/result; sleep 30";
+
+/// `sh -c script` as the bundle's process, on a writable rootfs.
+fn probe(env: &Env, script: &str) {
     let cfg = env.dir.join("bundle/config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    v["process"]["args"] = serde_json::json!(["sh", "-c", "busybox touch /etc/written && echo $(busybox stat -c %u:%g /bin/busybox) > /etc/result; sleep 30"]);
+    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
     v["root"]["readonly"] = false.into();
     std::fs::write(&cfg, v.to_string()).unwrap();
+}
+
+/// Unmounts (lazily) when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// An engine-style overlay at the bundle's rootfs over `lowers` (top first), with an upper and
+/// a work dir in `<env>/layer`. Returns the upper dir and the guard that unmounts it.
+fn engine_overlay(env: &Env, lowers: &[&Path]) -> (std::path::PathBuf, Unmount) {
+    let (upper, work, rootfs) = (env.dir.join("layer/diff"), env.dir.join("layer/work"), env.dir.join("bundle/rootfs"));
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let lowerdir = lowers.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":");
+    let opts = format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
+    assert!(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rootfs).status().unwrap().success());
+    (upper, Unmount(rootfs))
 }
 
 fn result(rootfs: &Path) -> String {
@@ -38,7 +63,7 @@ fn host_base(env: &Env, id: &str) -> u32 {
 fn chown_fallback_of_a_directory_rootfs() {
     need_root!();
     let env = Env::new("chownfs-dir").var("NESTRUN_IDMAP", "off");
-    probe(&env);
+    probe(&env, OWNER_PROBE);
     let id = format!("chownfs-dir-{}", std::process::id());
     env.create_ok(&id);
     assert!(env.nestrun(&["start", &id], None).status.success());
@@ -58,22 +83,11 @@ fn chown_fallback_of_a_directory_rootfs() {
 fn chown_fallback_copies_overlay_lowers_and_delete_removes_them() {
     need_root!();
     let env = Env::new("chownfs-ovl").var("NESTRUN_IDMAP", "off");
-    probe(&env);
+    probe(&env, OWNER_PROBE);
     // An engine-style overlay: the bundle's files become the (root-owned) lower layer.
-    let (lower, upper, work, rootfs) = (env.dir.join("lower"), env.dir.join("layer/diff"), env.dir.join("layer/work"), env.dir.join("bundle/rootfs"));
-    std::fs::rename(&rootfs, &lower).unwrap();
-    for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    assert!(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rootfs).status().unwrap().success());
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&rootfs);
+    let lower = env.dir.join("lower");
+    std::fs::rename(env.dir.join("bundle/rootfs"), &lower).unwrap();
+    let (upper, _u) = engine_overlay(&env, &[&lower]);
 
     let id = format!("chownfs-ovl-{}", std::process::id());
     env.create_ok(&id);
@@ -103,29 +117,13 @@ fn overlay_lowers_by_descriptor_and_by_path() {
         if by_path {
             env = env.var("NESTRUN_OVERLAY_FDS", "off");
         }
-        let cfg = env.dir.join("bundle/config.json");
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-        v["process"]["args"] = serde_json::json!(["sh", "-c", "echo $(cat /etc/order) $(busybox stat -c %u:%g /bin/busybox /etc/order) > /etc/result; sleep 30"]);
-        v["root"]["readonly"] = false.into();
-        std::fs::write(&cfg, v.to_string()).unwrap();
+        probe(&env, "echo $(cat /etc/order) $(busybox stat -c %u:%g /bin/busybox /etc/order) > /etc/result; sleep 30");
         let (top, bottom) = (env.dir.join("top"), env.dir.join("bottom"));
-        let (upper, work, rootfs) = (env.dir.join("layer/diff"), env.dir.join("layer/work"), env.dir.join("bundle/rootfs"));
-        std::fs::rename(&rootfs, &bottom).unwrap();
+        std::fs::rename(env.dir.join("bundle/rootfs"), &bottom).unwrap();
         std::fs::write(bottom.join("etc/order"), "bottom\n").unwrap();
         std::fs::create_dir_all(top.join("etc")).unwrap();
         std::fs::write(top.join("etc/order"), "top\n").unwrap();
-        for d in [&upper, &work, &rootfs] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let opts = format!("lowerdir={}:{},upperdir={},workdir={}", top.display(), bottom.display(), upper.display(), work.display());
-        assert!(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rootfs).status().unwrap().success());
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = Command::new("umount").arg("-l").arg(self.0).status();
-            }
-        }
-        let _u = Unmount(&rootfs);
+        let (upper, _u) = engine_overlay(&env, &[&top, &bottom]);
         let id = format!("{tag}-{}", std::process::id());
         env.create_ok(&id);
         assert!(env.nestrun(&["start", &id], None).status.success());
