@@ -10,11 +10,14 @@
 pub mod cgroup;
 mod fdcache;
 mod files;
+mod fuser_fs;
 mod memory;
 mod process;
 pub mod render;
 mod server;
 pub mod sysctl;
+mod uring;
+mod wire;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -139,6 +142,10 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
     serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true)
 }
 
+/// What the server writes to its ready fd once serving: over /dev/fuse, or over io_uring.
+pub const READY_DEV: u8 = b'R';
+pub const READY_URING: u8 = b'U';
+
 /// `trim`: shrink this process's resident memory before serving (the server process;
 /// not a test running the server in a thread).
 fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, trim: bool) -> Result<(), FuseError> {
@@ -157,13 +164,26 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, tr
     // One worker: requests come one at a time from each reader anyway, and the same
     // thread answering every request keeps it on the readers' CPU more often (cheaper
     // wake-ups than alternating between two threads); one stack and buffer less.
+    // Over io_uring this thread only sees FORGET and INTERRUPT.
     config.n_threads = Some(1);
-    let session = fuser::Session::new(fs, mountpoint, &config)
+    let fs = std::sync::Arc::new(fs);
+    let workers = uring::Workers::prepare();
+    let negotiated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fuser_fs = fuser_fs::Fuser { fs: fs.clone(), offer_uring: workers.is_some(), uring: negotiated.clone() };
+    let session = fuser::Session::new(fuser_fs, mountpoint, &config)
         .map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
-    if let Some(fd) = ready_fd {
-        let _ = nix::unistd::write(&fd, b"R");
+    let mut ready = READY_DEV;
+    if let Some(workers) = workers.filter(|_| negotiated.load(std::sync::atomic::Ordering::Acquire)) {
+        // A refused registration makes the kernel fall back to /dev/fuse by itself.
+        match workers.start(std::os::fd::AsFd::as_fd(&session), fs) {
+            Ok(()) => ready = READY_URING,
+            Err(e) => tracing::warn!(error = e.as_str(), "fuse over io_uring refused, serving over /dev/fuse"),
+        }
     }
-    tracing::info!(mountpoint = %mountpoint.display(), "fuse server ready");
+    if let Some(fd) = ready_fd {
+        let _ = nix::unistd::write(&fd, &[ready]);
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), io_uring = ready == READY_URING, "fuse server ready");
     if trim {
         memory::trim();
     }

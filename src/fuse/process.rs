@@ -19,9 +19,10 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Start with an explicit executable and arguments placed before the server's own, and wait
 /// for readiness (tests re-execute the test binary as the server).
+/// Also returns whether the server serves over io_uring.
 #[cfg(test)]
-pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<Pid, FuseError> {
-    start_with(cfg, log, exe, prefix)?.wait()
+pub fn spawn_with(cfg: &ServeConfig, log: Option<&Path>, exe: &Path, prefix: &[OsString]) -> Result<(Pid, bool), FuseError> {
+    start_with(cfg, log, exe, prefix)?.wait_ready()
 }
 
 /// A server that was started and may not be ready yet: the caller overlaps other work
@@ -39,7 +40,12 @@ impl Pending {
 
     /// Wait (up to 5 s, no polling loop) for the readiness byte. On failure the server is
     /// killed and the mountpoint unmounted.
-    pub fn wait(mut self) -> Result<Pid, FuseError> {
+    pub fn wait(self) -> Result<Pid, FuseError> {
+        self.wait_ready().map(|(pid, _)| pid)
+    }
+
+    /// [`Pending::wait`], also telling whether the server serves over io_uring.
+    fn wait_ready(mut self) -> Result<(Pid, bool), FuseError> {
         let pid = self.pid();
         let mountpoint = self.mountpoint.clone();
         let fail = |child: &mut std::process::Child, e: FuseError| {
@@ -55,7 +61,11 @@ impl Pending {
         }
         let mut byte = [0u8; 1];
         match nix::unistd::read(self.rd.as_raw_fd(), &mut byte) {
-            Ok(1) => Ok(pid),
+            Ok(1) => {
+                let uring = byte[0] == super::READY_URING;
+                tracing::debug!(pid = pid.as_raw(), io_uring = uring, "fuse server ready");
+                Ok((pid, uring))
+            }
             _ => {
                 let status = self.child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
                 fail(&mut self.child, FuseError::Exited { path: mountpoint.clone(), status })

@@ -1,4 +1,4 @@
-//! The `fuser::Filesystem`: a small fixed tree whose files mirror their
+//! The file system: a small fixed tree whose files mirror their
 //! in-container destinations (`proc/meminfo` -> /proc/meminfo, ...).
 //!
 //! - Every open file is direct_io and rendered afresh when read at offset 0
@@ -17,21 +17,23 @@
 //! - Render errors (e.g. the cgroup is gone) answer EIO.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
-};
+use fuser::{AccessFlags, Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
 use super::files::{Kind, Sources, FILES};
 use super::sysctl::Entry;
 
-const TTL: Duration = Duration::from_secs(1);
+/// Entry and attribute validity.
+pub const TTL: Duration = Duration::from_secs(1);
+
+/// How every file is opened. DIRECT_IO: each read(2) reaches the server. NOFLUSH: close(2)
+/// sends no FLUSH (a synchronous round trip the reader waits for); nothing here needs one
+/// (writes are synchronous, no locks).
+pub const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NOFLUSH);
 const MIN_SIZE: u64 = 4096;
 
 /// Largest READ/WRITE request (max_write and max_readahead, hence the connection's
@@ -42,7 +44,7 @@ const MIN_SIZE: u64 = 4096;
 /// with a 1 MiB buffer vs 34 µs with 4 KiB). Every file here is far smaller; a larger one
 /// (cpuinfo of a many-CPU host) is read in several requests within one read(2), each
 /// served from the same per-open snapshot. Sysctl writes are a few bytes.
-const MAX_REQUEST: u32 = 32 * 1024;
+pub const MAX_REQUEST: u32 = 32 * 1024;
 
 /// How long a rendered file is served again to reads at offset 0 (by any reader) instead of
 /// rendering it anew. One USER_HZ tick: the resolution the files themselves have (/proc/stat
@@ -194,9 +196,9 @@ impl ProcFs {
         *e = (*e).max(size);
     }
 
-    /// Whether `req` may write node `idx`.
-    fn may_write(&self, req: &Request, idx: usize) -> bool {
-        matches!(self.nodes[idx].content, Content::Sysctl(_)) && req.uid() == self.owner_uid
+    /// Whether host uid `uid` may write node `idx`.
+    fn may_write(&self, uid: u32, idx: usize) -> bool {
+        matches!(self.nodes[idx].content, Content::Sysctl(_)) && uid == self.owner_uid
     }
 
     fn render(&self, idx: usize) -> Result<Arc<[u8]>, Errno> {
@@ -226,172 +228,97 @@ impl ProcFs {
     }
 }
 
-impl Filesystem for ProcFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Both only lower the defaults; an Err carries the nearest accepted value.
-        let _ = config.set_max_write(MAX_REQUEST).or_else(|v| config.set_max_write(v));
-        let _ = config.set_max_readahead(MAX_REQUEST).or_else(|v| config.set_max_readahead(v));
-        Ok(())
+/// The operations, as both transports ([`super::fuser_fs`] over /dev/fuse, [`super::uring`]
+/// over io_uring) call them: `uid` is the requester's host uid, errors are the errno answered.
+impl ProcFs {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, Errno> {
+        let name = std::str::from_utf8(name).map_err(|_| Errno::ENOENT)?;
+        let (p, _) = self.node(INodeNo(parent)).ok_or(Errno::ENOENT)?;
+        self.child(p, name).map(|idx| self.attr(idx)).ok_or(Errno::ENOENT)
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let found = self.node(parent).and_then(|(p, _)| self.child(p, name.to_str()?));
-        match found {
-            Some(idx) => reply.entry(&TTL, &self.attr(idx), Generation(0)),
-            None => reply.error(Errno::ENOENT),
+    pub fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        self.node(INodeNo(ino)).map(|(idx, _)| self.attr(idx)).ok_or(Errno::ENOENT)
+    }
+
+    /// `meta`: the request changes mode, owner or group. Only the truncation that
+    /// `echo 1 > file` (O_TRUNC) sends is accepted, as a no-op, on writable files.
+    pub fn setattr(&self, uid: u32, ino: u64, meta: bool, size: Option<u64>) -> Result<FileAttr, Errno> {
+        let (idx, _) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
+        if meta || !self.may_write(uid, idx) || size.is_some_and(|s| s != 0) {
+            return Err(Errno::EPERM);
         }
+        Ok(self.attr(idx))
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino) {
-            Some((idx, _)) => reply.attr(&TTL, &self.attr(idx)),
-            None => reply.error(Errno::ENOENT),
-        }
-    }
-
-    fn setattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        let Some((idx, _)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
-        // Only the truncation that `echo 1 > file` (O_TRUNC) sends is accepted,
-        // as a no-op, on writable files; chmod/chown are refused.
-        if mode.is_some() || uid.is_some() || gid.is_some() || !self.may_write(req, idx) || size.is_some_and(|s| s != 0) {
-            return reply.error(Errno::EPERM);
-        }
-        reply.attr(&TTL, &self.attr(idx));
-    }
-
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some((idx, node)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
+    /// A new file handle; every file is opened with [`OPEN_FLAGS`].
+    pub fn open(&self, uid: u32, ino: u64, read_only: bool) -> Result<u64, Errno> {
+        let (idx, node) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
         if matches!(node.content, Content::Dir(_)) {
-            return reply.error(Errno::EISDIR);
+            return Err(Errno::EISDIR);
         }
-        if flags.acc_mode() != OpenAccMode::O_RDONLY && !self.may_write(req, idx) {
-            return reply.error(Errno::EACCES);
+        if !read_only && !self.may_write(uid, idx) {
+            return Err(Errno::EACCES);
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        // NOFLUSH: close(2) sends no FLUSH (a synchronous round trip the reader waits for);
-        // nothing here needs one (writes are synchronous, no locks).
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH);
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        let Some((idx, _)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
+    /// The text of open file `fh` and the range of it a READ of `size` bytes at `offset` gets.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
+        let (idx, _) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
         let mut snaps = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        if offset == 0 || !snaps.contains_key(&fh.0) {
-            match self.render(idx) {
-                Ok(data) => {
-                    if matches!(self.nodes[idx].content, Content::File(_)) {
-                        self.note_size(idx, size_for(data.len()));
-                    }
-                    snaps.insert(fh.0, data);
-                }
-                Err(e) => return reply.error(e),
+        if offset == 0 || !snaps.contains_key(&fh) {
+            let data = self.render(idx)?;
+            if matches!(self.nodes[idx].content, Content::File(_)) {
+                self.note_size(idx, size_for(data.len()));
             }
+            snaps.insert(fh, data);
         }
-        let data = &snaps[&fh.0];
+        let data = snaps[&fh].clone();
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
-        reply.data(&data[start..end]);
+        Ok((data, start..end))
     }
 
-    fn write(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        let Some((idx, node)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
-        if !self.may_write(req, idx) {
-            return reply.error(Errno::EACCES);
+    pub fn write(&self, uid: u32, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let (idx, node) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
+        if !self.may_write(uid, idx) {
+            return Err(Errno::EACCES);
         }
-        let Content::Sysctl(i) = node.content else { return reply.error(Errno::EACCES) };
+        let Content::Sysctl(i) = node.content else { return Err(Errno::EACCES) };
         if offset != 0 {
-            return reply.error(Errno::EINVAL);
+            return Err(Errno::EINVAL);
         }
-        match self.sysctls[i].write(data) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => {
-                tracing::info!(error = %e, "rejected sysctl write");
-                reply.error(Errno::EINVAL)
-            }
-        }
+        self.sysctls[i].write(data).map(|()| data.len() as u32).map_err(|e| {
+            tracing::info!(error = %e, "rejected sysctl write");
+            Errno::EINVAL
+        })
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
-        reply.ok();
+    pub fn release(&self, fh: u64) {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
     }
 
-    /// Not sent for files opened with FOPEN_NOFLUSH; ENOSYS also makes the kernel stop
-    /// sending FLUSH for good (fc->no_flush), and close(2) then succeeds without it.
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some((idx, node)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
-        let Content::Dir(children) = &node.content else { return reply.error(Errno::ENOTDIR) };
+    /// The entries of directory `ino` after `offset`: (inode, offset of the next entry, type, name).
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<(u64, u64, FileType, &str)>, Errno> {
+        let (idx, node) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
+        let Content::Dir(children) = &node.content else { return Err(Errno::ENOTDIR) };
         let mut entries = vec![(idx, FileType::Directory, "."), (node.parent, FileType::Directory, "..")];
         for &c in children {
             let kind = if matches!(self.nodes[c].content, Content::Dir(_)) { FileType::Directory } else { FileType::RegularFile };
             entries.push((c, kind, self.nodes[c].name.as_str()));
         }
-        for (i, (c, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(c as u64 + 1), i as u64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        let entries = entries.into_iter().enumerate().skip(offset as usize);
+        Ok(entries.map(|(i, (c, kind, name))| (c as u64 + 1, i as u64 + 1, kind, name)).collect())
     }
 
-    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let Some((idx, node)) = self.node(ino) else { return reply.error(Errno::ENOENT) };
+    pub fn access(&self, uid: u32, ino: u64, mask: AccessFlags) -> Result<(), Errno> {
+        let (idx, node) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
         let is_dir = matches!(node.content, Content::Dir(_));
-        if (mask.contains(AccessFlags::W_OK) && !self.may_write(req, idx)) || (mask.contains(AccessFlags::X_OK) && !is_dir) {
-            return reply.error(Errno::EACCES);
+        if (mask.contains(AccessFlags::W_OK) && !self.may_write(uid, idx)) || (mask.contains(AccessFlags::X_OK) && !is_dir) {
+            return Err(Errno::EACCES);
         }
-        reply.ok();
+        Ok(())
     }
 }
 

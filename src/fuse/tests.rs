@@ -113,13 +113,51 @@ fn child_server() {
     serve(cfg, Some(ready)).unwrap();
 }
 
+const URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+static URING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sets the host's `fuse.enable_uring` for one test (tests that set it run one at a time)
+/// and puts the old value back on drop.
+struct UringParam(String, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl UringParam {
+    /// `None`: the kernel has no FUSE over io_uring (then every server uses /dev/fuse).
+    fn set(on: bool) -> Option<UringParam> {
+        let lock = URING_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::fs::read_to_string(URING_PARAM).ok()?;
+        std::fs::write(URING_PARAM, if on { "Y" } else { "N" }).unwrap();
+        Some(UringParam(old.trim().to_string(), lock))
+    }
+}
+
+impl Drop for UringParam {
+    fn drop(&mut self) {
+        let _ = std::fs::write(URING_PARAM, &self.0);
+    }
+}
+
 #[test]
 fn mount_spawn_read_write_stop() {
+    let _param = UringParam::set(false);
+    spawn_read_write_stop(false);
+}
+
+/// The same over io_uring: the kernel queues each request on its caller's CPU, and the
+/// server's worker for that CPU answers (see uring.rs).
+#[test]
+fn mount_spawn_read_write_stop_over_io_uring() {
+    let Some(_param) = UringParam::set(true) else {
+        return eprintln!("skipping: this kernel has no fuse.enable_uring");
+    };
+    spawn_read_write_stop(true);
+}
+
+fn spawn_read_write_stop(uring: bool) {
     if !can_mount() {
         return;
     }
     let mut cg = TestCgroup::new();
-    let dir = tempdir("spawn");
+    let dir = tempdir(if uring { "spawn-uring" } else { "spawn" });
     let mnt = dir.join("fuse");
     let cfg = ServeConfig {
         mountpoint: mnt.clone(),
@@ -136,7 +174,8 @@ fn mount_spawn_read_write_stop() {
         .map(OsString::from)
         .collect();
     let log = dir.join("server.log");
-    let pid = spawn_with(&cfg, Some(&log), &exe, &prefix).expect("spawn fuse server");
+    let (pid, over_uring) = spawn_with(&cfg, Some(&log), &exe, &prefix).expect("spawn fuse server");
+    assert_eq!(over_uring, uring, "served over io_uring");
     let _guard = MountGuard(mnt.clone(), Some(pid));
     assert!(mounted(&mnt));
 
@@ -213,10 +252,23 @@ fn mount_spawn_read_write_stop() {
 /// fake host /proc, with the server in a thread.
 #[test]
 fn large_file_served_whole() {
+    let _param = UringParam::set(false);
+    large_file(false);
+}
+
+#[test]
+fn large_file_served_whole_over_io_uring() {
+    let Some(_param) = UringParam::set(true) else {
+        return eprintln!("skipping: this kernel has no fuse.enable_uring");
+    };
+    large_file(true);
+}
+
+fn large_file(uring: bool) {
     if !can_mount() {
         return;
     }
-    let dir = tempdir("large");
+    let dir = tempdir(if uring { "large-uring" } else { "large" });
     let host = dir.join("hostproc");
     std::fs::create_dir_all(&host).unwrap();
     let block = include_str!("testdata/cpuinfo").split("\n\n").next().unwrap().to_string();
@@ -242,6 +294,7 @@ fn large_file_served_whole() {
     let guard = MountGuard(mnt.clone(), None);
     let mut b = [0u8; 1];
     assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);
+    assert_eq!(b[0], if uring { READY_URING } else { READY_DEV });
     assert_eq!(std::fs::read_to_string(mnt.join("proc/cpuinfo")).unwrap(), cpuinfo);
     // One read(2) with a large buffer gets the whole file although it is bigger than one
     // READ request (the kernel sends several within the call).
