@@ -194,3 +194,52 @@ fn killed_fuse_server_fails_cleanly() {
     assert!(o.elapsed < Duration::from_secs(30), "docker rm -f took {:?}", o.elapsed);
     assert_no_traces(&id);
 }
+
+const URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Puts the host's `fuse.enable_uring` back when dropped.
+struct RestoreParam(String);
+
+impl Drop for RestoreParam {
+    fn drop(&mut self) {
+        let _ = std::fs::write(URING_PARAM, &self.0);
+    }
+}
+
+/// With the host's `fuse.enable_uring` on (a host setting, see the README) the FUSE server
+/// serves over io_uring: one worker per CPU, the same files and sysctls, and a dead server
+/// still fails reads at once and leaves nothing behind. The parameter is on only while the
+/// container starts: a connection keeps the mode it started with.
+#[test]
+fn emulated_files_over_io_uring() {
+    need_engines!("emulated_files_over_io_uring");
+    let Ok(old) = std::fs::read_to_string(URING_PARAM) else {
+        return println!("emulated_files_over_io_uring: this kernel has no fuse.enable_uring, skipped");
+    };
+    let restore = RestoreParam(old.trim().to_string());
+    std::fs::write(URING_PARAM, "Y").unwrap();
+    let c = Ctr::start("fuse-uring", &["-m", "256m", BUSYBOX, "sleep", "100000"]);
+    drop(restore);
+    let id = c.id();
+    let servers = fuse_server_pids(&id);
+    assert_eq!(servers.len(), 1, "one fuse-serve process for {id}: {servers:?}");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", servers[0]))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let ncpu = possible.trim().rsplit(['-', ',']).next().unwrap().parse::<usize>().unwrap() + 1;
+    let workers = threads.iter().filter(|t| t.starts_with("uring")).count();
+    assert_eq!(workers, ncpu.min(16), "io_uring workers of fuse-serve (threads {threads:?}) for {ncpu} possible CPUs");
+    let o = c.exec(&["cat", "/proc/meminfo"]).ok();
+    assert!(o.stdout.starts_with("MemTotal:         262144 kB\n"), "meminfo over io_uring with -m 256m:\n{}", o.stdout);
+    let o = c.sh("echo 1 > /proc/sys/vm/overcommit_memory && cat /proc/sys/vm/overcommit_memory; head -c 20 /proc/cpuinfo >/dev/null && echo ok").ok();
+    assert_eq!(o.stdout, "1\nok\n", "sysctl write and partial read over io_uring");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(servers[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(wait_for(10, || fuse_server_pids(&id).is_empty()), "fuse-serve {} did not die", servers[0]);
+    let o = c.exec(&["timeout", "10", "cat", "/proc/meminfo"]);
+    assert!(o.code != 0 && o.elapsed < Duration::from_secs(9), "reading /proc/meminfo without its io_uring server: {o:?}");
+    docker(&["rm", "-f", &c.name]).ok();
+    assert_no_traces(&id);
+}

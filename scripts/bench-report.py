@@ -257,9 +257,14 @@ def report(work):
             w("**FUSE, same CPU / other CPU**: the same reads with the container's FUSE server pinned to CPU 0 and the reader "
               "to CPU 0 or to CPU 1. Each open + read to EOF + close is three round trips to the server (OPEN, READ, the READ "
               "that finds EOF); when the server waits on another, idle CPU, each wake-up there costs a VM exit.\n")
-        extra = " FUSE µs, same CPU | FUSE µs, other CPU |" if pinned else ""
+        uring = any(v == "fuse-uring" for v, _ in per)
+        if uring:
+            w("**FUSE over io_uring**: a second nested container started while the host allowed FUSE over io_uring "
+              "(`fuse.enable_uring=Y`, see the README's host settings): its server answers each CPU's requests with a worker "
+              "pinned to that CPU, so reader and server share a CPU without pinning either.\n")
+        extra = (" FUSE µs, same CPU | FUSE µs, other CPU |" if pinned else "") + (" FUSE io_uring µs | io_uring pread µs |" if uring else "")
         w("| file | bytes (FUSE) | FUSE µs | kernel µs | runc µs | FUSE / kernel | FUSE pread µs | kernel pread µs |" + extra)
-        w("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if pinned else ""))
+        w("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if pinned else "") + ("---:|---:|" if uring else ""))
 
         def med(v, f, i):
             xs = per.get((v, f))
@@ -268,6 +273,7 @@ def report(work):
         for f in files:
             a, b, c = med("fuse", f, 0), med("host", f, 0), med("runc", f, 0)
             tail = f" {fmt(med('fuse-same', f, 0))} | {fmt(med('fuse-cross', f, 0))} |" if pinned else ""
+            tail += f" {fmt(med('fuse-uring', f, 0))} | {fmt(med('fuse-uring', f, 1))} |" if uring else ""
             w(f"| `{f}` | {size.get(f, '–')} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {ratio(a, b)} | {fmt(med('fuse', f, 1))} | {fmt(med('host', f, 1))} |" + tail)
         w("")
 
@@ -464,10 +470,12 @@ def plot(work, dest):
         if r[2] not in files:
             files.append(r[2])
     bars = []
-    for f in files[:6]:
-        for v, c in (("fuse", COLORS[1]), ("host", COLORS[0])):
+    names = {"fuse": "FUSE", "fuse-uring": "io_uring", "host": "kernel"}
+    shown = ("fuse", "fuse-uring", "host") if any(v == "fuse-uring" for v, _ in per) else ("fuse", "host")
+    for f in files[:12 // len(shown)]:
+        for v, c in zip(shown, (COLORS[1], COLORS[2], COLORS[0])):
             if (v, f) in per:
-                bars.append((f"{f.rsplit('/', 1)[-1]} {'FUSE' if v == 'fuse' else 'kernel'}", statistics.median(per[(v, f)]), c))
+                bars.append((f"{f.rsplit('/', 1)[-1]} {names[v]}", statistics.median(per[(v, f)]), c))
     svg += bar_panel(10, 250, 460, 220, "open+read+close of emulated files (median)", bars, unit="µs")
     # panel 4: scale
     sc = scale_rows(samples, order)
