@@ -27,6 +27,8 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 /// Above this many CPUs the workers are not pinned and share the queues round-robin (one
 /// thread per CPU per container would be too many threads).
 const MAX_WORKERS: usize = 16;
+/// How long a worker may take to make its ring or register its entries (never near this).
+const WORKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the host lets FUSE servers use io_uring.
 pub fn enabled_on_host() -> bool {
@@ -52,6 +54,8 @@ struct Ent {
     qid: u16,
     header: Box<[u8]>,
     payload: Box<[u8]>,
+    /// Failed commands since this entry last carried a request.
+    fails: u32,
 }
 
 impl Workers {
@@ -80,7 +84,7 @@ impl Workers {
             go.push(go_tx);
         }
         drop(ready_tx);
-        let made = (0..n).map(|_| ready_rx.recv().ok().and_then(|r| r.ok())).all(|ok| ok.is_some());
+        let made = (0..n).map(|_| ready_rx.recv_timeout(WORKER_WAIT).ok().and_then(|r| r.ok())).all(|ok| ok.is_some());
         if !made {
             tracing::warn!("io_uring unusable for fuse, serving over /dev/fuse");
             return None;
@@ -95,7 +99,7 @@ impl Workers {
             let _ = tx.send(Some(Go { dev: dev.clone(), fs: fs.clone() }));
         }
         for _ in &self.go {
-            self.done.recv().map_err(|_| "io_uring worker gone".to_string())??;
+            self.done.recv_timeout(WORKER_WAIT).map_err(|_| "io_uring worker did not answer".to_string())??;
         }
         Ok(())
     }
@@ -133,17 +137,11 @@ fn worker(qids: Vec<u16>, pin: bool, ready: Sender<Result<(), String>>, go: Rece
     let Ok(Some(Go { dev, fs })) = go.recv() else { return };
     let mut ents: Vec<Ent> = qids
         .iter()
-        .map(|&qid| Ent { qid, header: vec![0; HEADER_LEN].into(), payload: vec![0; MAX_REQUEST as usize].into() })
+        .map(|&qid| Ent { qid, header: vec![0; HEADER_LEN].into(), payload: vec![0; MAX_REQUEST as usize].into(), fails: 0 })
         .collect();
     let fd = types::Fd(dev.as_raw_fd());
     for (i, ent) in ents.iter_mut().enumerate() {
-        let iov = [
-            libc::iovec { iov_base: ent.header.as_mut_ptr().cast(), iov_len: ent.header.len() },
-            libc::iovec { iov_base: ent.payload.as_mut_ptr().cast(), iov_len: ent.payload.len() },
-        ];
-        // The kernel copies the iovec array while the command is submitted (below, in this loop).
-        let sqe = command(fd, CMD_REGISTER, ent.qid, 0, Some(iov.as_ptr() as u64)).user_data(i as u64);
-        if let Err(e) = push(&mut ring, &sqe).and_then(|()| ring.submit().map(drop)) {
+        if let Err(e) = register(&mut ring, fd, ent, i) {
             return drop(ready.send(Err(format!("register fuse queue {}: {e}", ent.qid))));
         }
     }
@@ -183,11 +181,22 @@ fn serve(ring: &mut Ring, fd: types::Fd, ents: &mut [Ent], fs: &ProcFs) {
         }
         let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (i, res) in done {
-            if res < 0 {
-                // ENOTCONN/ECANCELED: the connection is gone (unmounted or aborted).
-                return tracing::debug!(error = %std::io::Error::from_raw_os_error(-res), "fuse io_uring queue ended");
-            }
             let Some(ent) = ents.get_mut(i as usize) else { continue };
+            if res < 0 {
+                let e = std::io::Error::from_raw_os_error(-res);
+                if matches!(-res, libc::ENOTCONN | libc::ECANCELED | libc::ECONNABORTED) {
+                    // The connection is gone (unmounted or aborted).
+                    return tracing::debug!(error = %e, "fuse io_uring queue ended");
+                }
+                // A refused commit leaves this CPU's queue without the entry: its requests
+                // would wait forever. The request itself has failed; register the entry again
+                // (once: a refused registration is not retried).
+                ent.fails += 1;
+                let again = ent.fails == 1 && register(ring, fd, ent, i as usize).is_ok();
+                tracing::warn!(error = %e, qid = ent.qid, registered_again = again, "fuse io_uring command refused");
+                continue;
+            }
+            ent.fails = 0;
             let h = InHeader::parse(&ent.header);
             let (commit_id, in_len) = wire::ent_in(&ent.header);
             let result = wire::answer(fs, &h, &ent.header[128..256], &mut ent.payload, in_len);
@@ -198,6 +207,18 @@ fn serve(ring: &mut Ring, fd: types::Fd, ents: &mut [Ent], fs: &ProcFs) {
             }
         }
     }
+}
+
+/// Registers `ent` (ring entry `i`) with its queue and submits it.
+fn register(ring: &mut Ring, fd: types::Fd, ent: &mut Ent, i: usize) -> std::io::Result<()> {
+    let iov = [
+        libc::iovec { iov_base: ent.header.as_mut_ptr().cast(), iov_len: ent.header.len() },
+        libc::iovec { iov_base: ent.payload.as_mut_ptr().cast(), iov_len: ent.payload.len() },
+    ];
+    // The kernel copies the iovec array while the command is submitted, before this returns.
+    let sqe = command(fd, CMD_REGISTER, ent.qid, 0, Some(iov.as_ptr() as u64)).user_data(i as u64);
+    push(ring, &sqe)?;
+    ring.submit().map(drop)
 }
 
 /// A FUSE uring command: `struct fuse_uring_cmd_req` in the SQE's 80-byte command area,
