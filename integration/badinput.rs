@@ -243,6 +243,31 @@ fn cli_run_and_cleanup() {
     e.assert_clean(&i);
 }
 
+/// stdout and stderr on the host's /dev/null (how scripts and some engines start a runtime):
+/// the container's process can write to them. libcontainer replaces such descriptors with the
+/// container's own /dev/null, and used to open that read-only (EBADF on every write).
+#[test]
+fn stdio_on_dev_null_stays_writable() {
+    need_root!("stdio_on_dev_null_stays_writable");
+    let e = Env::new("cli-devnull");
+    e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo out && echo err >&2 && cat /proc/self/uid_map"]));
+    let i = id("devnull");
+    e.created.borrow_mut().push(i.clone());
+    let status = Command::new(env!("CARGO_BIN_EXE_nestrun"))
+        .arg("--root")
+        .arg(&e.root)
+        .args(["run", "--bundle", e.bundle.to_str().unwrap(), &i])
+        .env_remove("NESTRUN_MODE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "the container's writes to stdout/stderr on /dev/null must succeed");
+    e.cli(&["delete", "--force", &i]).ok();
+    e.assert_clean(&i);
+}
+
 /// `exec` while the init has not exec'd its program yet (a startContainer hook holds it after
 /// `start`, as a slow start does under load: `docker exec` right after `docker run -d`). The
 /// init's namespace files must be opened as host root: from inside the container's user

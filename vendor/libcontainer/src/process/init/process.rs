@@ -670,7 +670,9 @@ fn reopen_dev_null() -> Result<()> {
     // At this point we should be inside of the container and now
     // we can re-open /dev/null if it is in use to the /dev/null
     // in the container.
-    let dev_null = fs::File::open("/dev/null").map_err(|err| {
+    // nestrun patch 9: read and write, as runc opens it; a read-only /dev/null dup'ed onto
+    // stdout made every write of the container's process fail with EBADF.
+    let dev_null = fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|err| {
         tracing::error!(?err, "failed to open /dev/null inside the container");
         InitProcessError::ReopenDevNull(err)
     })?;
