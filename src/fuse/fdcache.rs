@@ -20,13 +20,15 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::FuseError;
 
 #[derive(Debug)]
 struct Entry {
-    file: File,
+    /// Shared so that the read happens outside the lock (`pread` needs no exclusive access):
+    /// a preempted reader holding the lock would stall the other io_uring workers.
+    file: Arc<File>,
     /// Length of the last read, to size the next buffer.
     last_len: usize,
 }
@@ -65,13 +67,16 @@ fn read_all(file: &File, hint: usize) -> std::io::Result<String> {
 impl FdCache {
     /// The file's text; `Ok(None)` if it does not exist.
     pub fn read_opt(&self, path: &Path) -> Result<Option<String>, FuseError> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = files.get_mut(path) {
-            if let Ok(text) = read_all(&e.file, e.last_len) {
-                e.last_len = text.len();
+        let lock = || self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = lock().get(path).map(|e| (e.file.clone(), e.last_len));
+        if let Some((file, hint)) = kept {
+            if let Ok(text) = read_all(&file, hint) {
+                if let Some(e) = lock().get_mut(path) {
+                    e.last_len = text.len();
+                }
                 return Ok(Some(text));
             }
-            files.remove(path);
+            lock().remove(path);
         }
         let file = match File::open(path) {
             Ok(f) => f,
@@ -79,7 +84,7 @@ impl FdCache {
             Err(source) => return Err(FuseError::Read { path: path.to_path_buf(), source }),
         };
         let text = read_all(&file, 0).map_err(|source| FuseError::Read { path: path.to_path_buf(), source })?;
-        files.insert(path.to_path_buf(), Entry { file, last_len: text.len() });
+        lock().insert(path.to_path_buf(), Entry { file: Arc::new(file), last_len: text.len() });
         Ok(Some(text))
     }
 

@@ -179,11 +179,13 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, tr
         .map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
     let mut ready = READY_DEV;
     if let Some(workers) = workers.filter(|_| negotiated.load(std::sync::atomic::Ordering::Acquire)) {
-        // A refused registration makes the kernel fall back to /dev/fuse by itself.
-        match workers.start(std::os::fd::AsFd::as_fd(&session), fs) {
-            Ok(()) => ready = READY_URING,
-            Err(e) => tracing::warn!(error = e.as_str(), "fuse over io_uring refused, serving over /dev/fuse"),
-        }
+        // Agreed at INIT: every request now waits for the rings, so a failure ends the server
+        // (see `uring`) rather than leave readers waiting.
+        workers.start(std::os::fd::AsFd::as_fd(&session), fs).map_err(|e| FuseError::Session {
+            path: mountpoint.into(),
+            source: std::io::Error::other(format!("fuse over io_uring: {e}")),
+        })?;
+        ready = READY_URING;
     }
     if let Some(fd) = ready_fd {
         let _ = nix::unistd::write(&fd, &[ready]);

@@ -201,26 +201,29 @@ impl ProcFs {
         matches!(self.nodes[idx].content, Content::Sysctl(_)) && uid == self.owner_uid
     }
 
+    /// Renders outside the locks: a worker preempted mid-render (io_uring workers are
+    /// SCHED_IDLE) must not hold up the others; two may then render the same file at once.
     fn render(&self, idx: usize) -> Result<Arc<[u8]>, Errno> {
         match &self.nodes[idx].content {
             Content::File(kind) => {
-                let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((at, data)) = rendered.get(&idx) {
+                let lock = || self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((at, data)) = lock().get(&idx) {
                     if at.elapsed() < RENDER_TTL {
                         return Ok(data.clone());
                     }
                 }
-                let data: Arc<[u8]> = self
-                    .sources
-                    .render(*kind)
-                    .map_err(|e| {
-                        rendered.remove(&idx);
+                match self.sources.render(*kind) {
+                    Ok(text) => {
+                        let data: Arc<[u8]> = text.into();
+                        lock().insert(idx, (Instant::now(), data.clone()));
+                        Ok(data)
+                    }
+                    Err(e) => {
+                        lock().remove(&idx);
                         tracing::warn!(file = self.nodes[idx].name.as_str(), error = %e, "render failed");
-                        Errno::EIO
-                    })?
-                    .into();
-                rendered.insert(idx, (Instant::now(), data.clone()));
-                Ok(data)
+                        Err(Errno::EIO)
+                    }
+                }
             }
             Content::Sysctl(i) => Ok(self.sysctls[*i].read().into_bytes().into()),
             Content::Dir(_) => Err(Errno::EISDIR),
@@ -266,15 +269,19 @@ impl ProcFs {
     /// The text of open file `fh` and the range of it a READ of `size` bytes at `offset` gets.
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
         let (idx, _) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
-        let mut snaps = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        if offset == 0 || !snaps.contains_key(&fh) {
-            let data = self.render(idx)?;
-            if matches!(self.nodes[idx].content, Content::File(_)) {
-                self.note_size(idx, size_for(data.len()));
+        let snaps = || self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = if offset == 0 { None } else { snaps().get(&fh).cloned() };
+        let data = match kept {
+            Some(data) => data,
+            None => {
+                let data = self.render(idx)?;
+                if matches!(self.nodes[idx].content, Content::File(_)) {
+                    self.note_size(idx, size_for(data.len()));
+                }
+                snaps().insert(fh, data.clone());
+                data
             }
-            snaps.insert(fh, data);
-        }
-        let data = snaps[&fh].clone();
+        };
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
         Ok((data, start..end))

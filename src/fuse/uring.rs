@@ -9,13 +9,19 @@
 //! their rings, so a host where io_uring cannot be set up never offers it to the kernel;
 //! once the kernel agreed at INIT, [`Workers::start`] has each worker register one ring
 //! entry per queue it serves and waits until all have (the kernel holds every request until
-//! each CPU's queue has an entry). If a registration fails the kernel falls back to
-//! /dev/fuse by itself. The workers end when the connection goes (their commands complete
-//! with ENOTCONN) or with the process.
+//! each CPU's queue has an entry). The workers end when the connection goes (their commands
+//! complete with ENOTCONN) or with the process.
+//!
+//! No failure may leave readers waiting: once the kernel agreed to io_uring, a request waits
+//! for the ring of its CPU's queue, so a registration that fails, or a worker that stops while
+//! the connection lives, would hang that CPU's readers for good. Then the whole server exits
+//! instead ([`fatal`]): the kernel aborts the connection, reads fail at once (ENOTCONN), as
+//! after a crash, and a create still waiting for the server fails with its error.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -27,8 +33,9 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 /// Above this many CPUs the workers are not pinned and share the queues round-robin (one
 /// thread per CPU per container would be too many threads).
 const MAX_WORKERS: usize = 16;
-/// How long a worker may take to make its ring or register its entries (never near this).
-const WORKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long all workers together may take to make their rings, and again to register their
+/// entries (never near this: the runtime waits 5 s for the whole server).
+const WORKER_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether the host lets FUSE servers use io_uring.
 pub fn enabled_on_host() -> bool {
@@ -48,14 +55,26 @@ struct Go {
     fs: Arc<ProcFs>,
 }
 
-/// One ring entry: the kernel writes requests into and reads replies from these buffers
-/// (registered by address: they must not move while the ring lives).
+/// One ring entry: the kernel writes requests into and reads replies from these buffers,
+/// registered by address. Entries are leaked: the kernel may hold their addresses until the
+/// process ends.
 struct Ent {
     qid: u16,
     header: Box<[u8]>,
     payload: Box<[u8]>,
+    /// The (header, payload) iovec array REGISTER points to.
+    iov: [libc::iovec; 2],
     /// Failed commands since this entry last carried a request.
     fails: u32,
+}
+
+/// Receives `n` results before `deadline`: the first error, or a timeout, is an Err.
+fn collect(rx: &Receiver<Result<(), String>>, n: usize, deadline: Instant) -> Result<(), String> {
+    for _ in 0..n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).map_err(|_| format!("io_uring workers did not answer within {} s", WORKER_WAIT.as_secs()))??;
+    }
+    Ok(())
 }
 
 impl Workers {
@@ -68,6 +87,9 @@ impl Workers {
         let cpus = possible_cpus()?;
         let n = cpus.len().min(MAX_WORKERS);
         let pin = cpus.len() <= MAX_WORKERS;
+        if !pin {
+            tracing::info!(cpus = cpus.len(), workers = n, "more possible CPUs than io_uring workers: workers not pinned");
+        }
         let (ready_tx, ready_rx) = channel();
         let mut go = Vec::new();
         for w in 0..n {
@@ -84,24 +106,21 @@ impl Workers {
             go.push(go_tx);
         }
         drop(ready_tx);
-        let made = (0..n).map(|_| ready_rx.recv_timeout(WORKER_WAIT).ok().and_then(|r| r.ok())).all(|ok| ok.is_some());
-        if !made {
-            tracing::warn!("io_uring unusable for fuse, serving over /dev/fuse");
+        if let Err(e) = collect(&ready_rx, n, Instant::now() + WORKER_WAIT) {
+            tracing::warn!(error = e.as_str(), "io_uring unusable for fuse, serving over /dev/fuse");
             return None;
         }
         Some(Workers { go, done: ready_rx })
     }
 
     /// Registers every queue's entry on `dev` (the session's /dev/fuse) and waits for it.
+    /// An Err leaves the connection unusable: the caller must end the server.
     pub fn start(self, dev: BorrowedFd<'_>, fs: Arc<ProcFs>) -> Result<(), String> {
         let dev = Arc::new(dev.try_clone_to_owned().map_err(|e| format!("dup /dev/fuse: {e}"))?);
         for tx in &self.go {
             let _ = tx.send(Some(Go { dev: dev.clone(), fs: fs.clone() }));
         }
-        for _ in &self.go {
-            self.done.recv_timeout(WORKER_WAIT).map_err(|_| "io_uring worker did not answer".to_string())??;
-        }
-        Ok(())
+        collect(&self.done, self.go.len(), Instant::now() + WORKER_WAIT)
     }
 }
 
@@ -119,14 +138,27 @@ fn possible_cpus() -> Option<Vec<u16>> {
     Some(cpus.into_iter().filter_map(|c| u16::try_from(c).ok()).collect())
 }
 
+/// The payload buffer the kernel requires: at least max(8 KiB, max_write, max_pages pages),
+/// where fuser derives max_pages from max_write (rounded up to whole pages).
+fn payload_len() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+    (MAX_REQUEST as usize).next_multiple_of(page).max(8192)
+}
+
+/// Logs `msg` and ends the process at once (see the module doc).
+fn fatal(msg: &str) -> ! {
+    tracing::error!(error = msg, "fuse io_uring worker failed: ending the server");
+    // SAFETY: _exit ends the process without running anything else.
+    unsafe { libc::_exit(70) }
+}
+
 fn worker(qids: Vec<u16>, pin: bool, ready: Sender<Result<(), String>>, go: Receiver<Option<Go>>) {
-    if pin {
+    let pinned = pin && {
         let mut set = nix::sched::CpuSet::new();
         // An offline CPU cannot be pinned to: its queue gets no requests while it is off.
-        if set.set(usize::from(qids[0])).is_ok() && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok() {
-            idle_policy();
-        }
-    }
+        set.set(usize::from(qids[0])).is_ok() && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
+    };
     let entries = (qids.len() as u32).next_power_of_two().max(2);
     let ring = Ring::builder().setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun().build(entries);
     let mut ring = match ring.or_else(|_| Ring::builder().build(entries)) {
@@ -135,24 +167,42 @@ fn worker(qids: Vec<u16>, pin: bool, ready: Sender<Result<(), String>>, go: Rece
     };
     let _ = ready.send(Ok(()));
     let Ok(Some(Go { dev, fs })) = go.recv() else { return };
-    let mut ents: Vec<Ent> = qids
-        .iter()
-        .map(|&qid| Ent { qid, header: vec![0; HEADER_LEN].into(), payload: vec![0; MAX_REQUEST as usize].into(), fails: 0 })
-        .collect();
-    let fd = types::Fd(dev.as_raw_fd());
-    for (i, ent) in ents.iter_mut().enumerate() {
-        if let Err(e) = register(&mut ring, fd, ent, i) {
-            return drop(ready.send(Err(format!("register fuse queue {}: {e}", ent.qid))));
+    // From here on a panic must not leave this CPU's queue without its worker.
+    let run = std::panic::AssertUnwindSafe(|| {
+        let ents: &'static mut [Ent] = Vec::leak(qids.iter().map(|&qid| new_ent(qid)).collect());
+        let fd = types::Fd(dev.as_raw_fd());
+        for (i, ent) in ents.iter_mut().enumerate() {
+            if let Err(e) = register(&mut ring, fd, ent, i) {
+                let _ = ready.send(Err(format!("register fuse queue {}: {e}", ent.qid)));
+                return;
+            }
         }
+        // A refused registration completes at once; an accepted one when a request comes.
+        let early: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        if let Some(&(_, res)) = early.iter().find(|(_, res)| *res < 0) {
+            let e = std::io::Error::from_raw_os_error(-res);
+            let _ = ready.send(Err(format!("register fuse queue: {e} (unset fuse.enable_uring to serve over /dev/fuse)")));
+            return;
+        }
+        if pinned {
+            idle_policy();
+        }
+        let _ = ready.send(Ok(()));
+        serve(&mut ring, fd, ents, &fs, early);
+    });
+    if std::panic::catch_unwind(run).is_err() {
+        fatal("worker panicked");
     }
-    // A refused registration completes at once; an accepted one only when a request comes.
-    let refused = ring.completion().find(|c| c.result() < 0);
-    if let Some(c) = refused {
-        let e = std::io::Error::from_raw_os_error(-c.result());
-        return drop(ready.send(Err(format!("register fuse queue: {e}"))));
-    }
-    let _ = ready.send(Ok(()));
-    serve(&mut ring, fd, &mut ents, &fs);
+}
+
+fn new_ent(qid: u16) -> Ent {
+    let mut header: Box<[u8]> = vec![0; HEADER_LEN].into();
+    let mut payload: Box<[u8]> = vec![0; payload_len()].into();
+    let iov = [
+        libc::iovec { iov_base: header.as_mut_ptr().cast(), iov_len: header.len() },
+        libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() },
+    ];
+    Ent { qid, header, payload, iov, fails: 0 }
 }
 
 /// SCHED_IDLE for this (pinned) worker, so that the reader it answers stays on this CPU.
@@ -161,39 +211,36 @@ fn worker(qids: Vec<u16>, pin: bool, ready: Sender<Result<(), String>>, go: Rece
 /// exit on this host: open + read + close of /proc/stat 142 µs median), unless every task on
 /// this CPU has the idle policy (`sched_idle_cpu`): then the reader stays and preempts the
 /// worker at once (45 µs, 33-39 µs through `nsenter` into a container). The worker never
-/// runs for long (a render is 10-60 µs) and only on behalf of a reader blocked on it. Not
-/// starved under load here: with four CPU-bound loops pinned two per CPU, in the same
-/// cgroup, with and without autogroups, reads took 35-36 µs median (41-50 µs with the normal
-/// policy; 62 µs over /dev/fuse). Refused (e.g. by a seccomp filter): the normal policy.
+/// runs for long (a render is 10-60 µs), only on behalf of a reader blocked on it, and holds
+/// no lock another worker waits for while it renders (see `ProcFs::render`). Not starved
+/// under load here: with four CPU-bound loops pinned two per CPU, in the same cgroup, with
+/// and without autogroups, reads took 35-36 µs median (41-50 µs with the normal policy;
+/// 62 µs over /dev/fuse). Refused (e.g. by a seccomp filter): the normal policy.
 fn idle_policy() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain syscall on the calling thread (pid 0) with a valid sched_param.
     let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
-/// Answers requests until the connection ends.
-fn serve(ring: &mut Ring, fd: types::Fd, ents: &mut [Ent], fs: &ProcFs) {
+/// Answers requests (starting with completions already taken, `pending`) until the
+/// connection ends.
+fn serve(ring: &mut Ring, fd: types::Fd, ents: &mut [Ent], fs: &ProcFs, mut pending: Vec<(u64, i32)>) {
     loop {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => return tracing::warn!(error = %e, "io_uring wait failed"),
-        }
-        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (i, res) in done {
+        for (i, res) in pending.drain(..) {
             let Some(ent) = ents.get_mut(i as usize) else { continue };
             if res < 0 {
-                let e = std::io::Error::from_raw_os_error(-res);
                 if matches!(-res, libc::ENOTCONN | libc::ECANCELED | libc::ECONNABORTED) {
                     // The connection is gone (unmounted or aborted).
-                    return tracing::debug!(error = %e, "fuse io_uring queue ended");
+                    return tracing::debug!("fuse io_uring queue ended");
                 }
-                // A refused commit leaves this CPU's queue without the entry: its requests
-                // would wait forever. The request itself has failed; register the entry again
-                // (once: a refused registration is not retried).
+                // A refused commit leaves this CPU's queue without the entry. The request
+                // itself has failed; register the entry again, once.
+                let e = std::io::Error::from_raw_os_error(-res);
                 ent.fails += 1;
-                let again = ent.fails == 1 && register(ring, fd, ent, i as usize).is_ok();
-                tracing::warn!(error = %e, qid = ent.qid, registered_again = again, "fuse io_uring command refused");
+                if ent.fails > 1 || register(ring, fd, ent, i as usize).is_err() {
+                    fatal(&format!("fuse queue {} lost its entry: {e}", ent.qid));
+                }
+                tracing::warn!(error = %e, qid = ent.qid, "fuse io_uring command refused, entry registered again");
                 continue;
             }
             ent.fails = 0;
@@ -203,20 +250,21 @@ fn serve(ring: &mut Ring, fd: types::Fd, ents: &mut [Ent], fs: &ProcFs) {
             wire::set_out(&mut ent.header, h.unique, result);
             let sqe = command(fd, CMD_COMMIT_AND_FETCH, ent.qid, commit_id, None).user_data(i);
             if let Err(e) = push(ring, &sqe) {
-                return tracing::warn!(error = %e, "io_uring queue full");
+                fatal(&format!("queue the reply: {e}"));
             }
         }
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => fatal(&format!("io_uring wait: {e}")),
+        }
+        pending.extend(ring.completion().map(|c| (c.user_data(), c.result())));
     }
 }
 
 /// Registers `ent` (ring entry `i`) with its queue and submits it.
 fn register(ring: &mut Ring, fd: types::Fd, ent: &mut Ent, i: usize) -> std::io::Result<()> {
-    let iov = [
-        libc::iovec { iov_base: ent.header.as_mut_ptr().cast(), iov_len: ent.header.len() },
-        libc::iovec { iov_base: ent.payload.as_mut_ptr().cast(), iov_len: ent.payload.len() },
-    ];
-    // The kernel copies the iovec array while the command is submitted, before this returns.
-    let sqe = command(fd, CMD_REGISTER, ent.qid, 0, Some(iov.as_ptr() as u64)).user_data(i as u64);
+    let sqe = command(fd, CMD_REGISTER, ent.qid, 0, Some(ent.iov.as_ptr() as u64)).user_data(i as u64);
     push(ring, &sqe)?;
     ring.submit().map(drop)
 }
@@ -244,8 +292,7 @@ fn command(fd: types::Fd, op: u32, qid: u16, commit_id: u64, iov: Option<u64>) -
 }
 
 fn push(ring: &mut Ring, sqe: &squeue::Entry128) -> std::io::Result<()> {
-    // SAFETY: the buffers the entry points to (the iovec array, the ring entry's buffers)
-    // outlive its submission: the array is submitted before it goes out of scope, the
-    // buffers live as long as the worker.
+    // SAFETY: what the entry points to (a ring entry's iovec array and buffers) is leaked,
+    // so it outlives the entry's submission and the kernel's use of it.
     unsafe { ring.submission().push(sqe) }.map_err(|_| std::io::Error::from_raw_os_error(libc::EBUSY))
 }
