@@ -1,6 +1,7 @@
 //! FUSE over io_uring (Linux >= 6.14, when the host sets `fuse.enable_uring`): the kernel
 //! queues each request on the ring queue of the CPU its caller runs on, and here one worker
-//! thread pinned to each CPU serves that CPU's queue. A reader of an emulated file and the
+//! thread pinned to each online CPU serves that CPU's queue (up to 16 online CPUs, see
+//! [`assign`]). A reader of an emulated file and the
 //! thread answering it then share a CPU: no cross-CPU wake-up per round trip (over
 //! /dev/fuse the single worker is woken on whichever CPU it last ran on; on a VM that halts
 //! idle vCPUs each such wake-up is a VM exit, ~45 µs per round trip here).
@@ -30,8 +31,8 @@ use super::wire::{self, InHeader, HEADER_LEN};
 
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-/// Above this many CPUs the workers are not pinned and share the queues round-robin (one
-/// thread per CPU per container would be too many threads).
+/// Above this many online CPUs the workers are not pinned and share the queues round-robin
+/// (one thread per CPU per container would be too many threads).
 const MAX_WORKERS: usize = 16;
 /// How long all workers together may take to make their rings, and again to register their
 /// entries (never near this: the runtime waits 5 s for the whole server).
@@ -78,22 +79,21 @@ fn collect(rx: &Receiver<Result<(), String>>, n: usize, deadline: Instant) -> Re
 }
 
 impl Workers {
-    /// Starts one worker per possible CPU (each makes its ring), or `None` when io_uring
-    /// cannot be used (disabled on the host, no ring, no thread).
+    /// Starts one worker per online CPU (see [`assign`]; each makes its ring), or `None` when
+    /// io_uring cannot be used (disabled on the host, no ring, no thread).
     pub fn prepare() -> Option<Workers> {
         if !enabled_on_host() {
             return None;
         }
-        let cpus = possible_cpus()?;
-        let n = cpus.len().min(MAX_WORKERS);
-        let pin = cpus.len() <= MAX_WORKERS;
+        let (possible, online) = (cpu_list("possible")?, cpu_list("online")?);
+        let (queues, pin) = assign(&possible, &online);
         if !pin {
-            tracing::info!(cpus = cpus.len(), workers = n, "more possible CPUs than io_uring workers: workers not pinned");
+            tracing::info!(online = online.len(), workers = queues.len(), "more online CPUs than io_uring workers: workers not pinned");
         }
+        let n = queues.len();
         let (ready_tx, ready_rx) = channel();
         let mut go = Vec::new();
-        for w in 0..n {
-            let qids: Vec<u16> = cpus.iter().copied().skip(w).step_by(n).collect();
+        for (w, qids) in queues.into_iter().enumerate() {
             let (go_tx, go_rx) = channel();
             let ready = ready_tx.clone();
             let spawned = std::thread::Builder::new()
@@ -132,10 +132,31 @@ impl Drop for Workers {
     }
 }
 
-fn possible_cpus() -> Option<Vec<u16>> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
+/// /sys/devices/system/cpu/{possible,online}.
+fn cpu_list(which: &str) -> Option<Vec<u16>> {
+    let list = std::fs::read_to_string(format!("/sys/devices/system/cpu/{which}")).ok()?;
     let cpus = super::render::parse_cpu_list(list.trim()).ok()?;
     Some(cpus.into_iter().filter_map(|c| u16::try_from(c).ok()).collect())
+}
+
+/// The queues (one per possible CPU) each worker serves, and whether workers are pinned.
+/// Up to [`MAX_WORKERS`] online CPUs: one worker per online CPU, pinned to it and serving its
+/// queue first (the first queue is the one it pins to), the queues of offline CPUs shared
+/// round-robin (they get requests only once their CPU comes online). More online CPUs:
+/// [`MAX_WORKERS`] unpinned workers share all queues round-robin.
+fn assign(possible: &[u16], online: &[u16]) -> (Vec<Vec<u16>>, bool) {
+    let online: Vec<u16> = online.iter().copied().filter(|c| possible.contains(c)).collect();
+    if online.is_empty() || online.len() > MAX_WORKERS {
+        let n = possible.len().min(MAX_WORKERS);
+        return ((0..n).map(|w| possible.iter().copied().skip(w).step_by(n).collect()).collect(), false);
+    }
+    let mut queues: Vec<Vec<u16>> = online.iter().map(|&c| vec![c]).collect();
+    let offline = possible.iter().copied().filter(|c| !online.contains(c));
+    for (j, c) in offline.enumerate() {
+        let w = j % queues.len();
+        queues[w].push(c);
+    }
+    (queues, true)
 }
 
 /// The payload buffer the kernel requires: at least max(8 KiB, max_write, max_pages pages),
@@ -295,4 +316,38 @@ fn push(ring: &mut Ring, sqe: &squeue::Entry128) -> std::io::Result<()> {
     // SAFETY: what the entry points to (a ring entry's iovec array and buffers) is leaked,
     // so it outlives the entry's submission and the kernel's use of it.
     unsafe { ring.submission().push(sqe) }.map_err(|_| std::io::Error::from_raw_os_error(libc::EBUSY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pinned_worker_per_online_cpu_and_every_queue_served() {
+        // This VM: possible = online = 0-1.
+        assert_eq!(assign(&[0, 1], &[0, 1]), (vec![vec![0], vec![1]], true));
+        // A VM that could hot-add up to 64 CPUs and has 4: 4 pinned workers, the 60 offline
+        // queues shared, every queue served exactly once.
+        let possible: Vec<u16> = (0..64).collect();
+        let (queues, pin) = assign(&possible, &[0, 1, 2, 3]);
+        assert!(pin);
+        assert_eq!(queues.len(), 4);
+        assert_eq!(queues.iter().map(|q| q[0]).collect::<Vec<_>>(), [0, 1, 2, 3], "each worker's first queue is its own CPU");
+        let mut all: Vec<u16> = queues.concat();
+        all.sort();
+        assert_eq!(all, possible);
+        assert_eq!(queues.iter().map(Vec::len).collect::<Vec<_>>(), [16, 16, 16, 16]);
+        // Online CPUs 2-5 of 0-7 (0 and 1 offline).
+        let (queues, pin) = assign(&[0, 1, 2, 3, 4, 5, 6, 7], &[2, 3, 4, 5]);
+        assert!(pin);
+        assert_eq!(queues, [vec![2, 0], vec![3, 1], vec![4, 6], vec![5, 7]]);
+        // More online CPUs than workers: 16 unpinned workers over all queues.
+        let big: Vec<u16> = (0..40).collect();
+        let (queues, pin) = assign(&big, &big);
+        assert!(!pin);
+        assert_eq!(queues.len(), MAX_WORKERS);
+        let mut all = queues.concat();
+        all.sort();
+        assert_eq!(all, big);
+    }
 }
