@@ -65,11 +65,16 @@ impl Env {
         std::fs::write(self.config(), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
     }
 
-    /// `nestrun --root <root> args...`
-    fn cli(&self, args: &[&str]) -> Out {
+    /// The command `nestrun --root <root> args...`.
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nestrun"));
         c.arg("--root").arg(&self.root).args(args).env_remove("NESTRUN_MODE");
-        run_cmd(c, Duration::from_secs(60))
+        c
+    }
+
+    /// `nestrun --root <root> args...`, run with its output captured.
+    fn cli(&self, args: &[&str]) -> Out {
+        run_cmd(self.command(args), Duration::from_secs(60))
     }
 
     fn create(&self, id: &str) -> Out {
@@ -253,11 +258,8 @@ fn stdio_on_dev_null_stays_writable() {
     e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo out && echo err >&2 && cat /proc/self/uid_map"]));
     let i = id("devnull");
     e.created.borrow_mut().push(i.clone());
-    let status = Command::new(env!("CARGO_BIN_EXE_nestrun"))
-        .arg("--root")
-        .arg(&e.root)
-        .args(["run", "--bundle", e.bundle.to_str().unwrap(), &i])
-        .env_remove("NESTRUN_MODE")
+    let status = e
+        .command(&["run", "--bundle", e.bundle.to_str().unwrap(), &i])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -62,6 +62,7 @@ fn items() -> Vec<Item> {
     let caps = crate::lifecycle::runtime_caps();
     let missing: Vec<&str> = crate::facts::CAP_NAMES.iter().copied().filter(|c| !caps.iter().any(|h| h == c)).collect();
     let subuid = read("/etc/subuid");
+    let uring = read("/sys/module/fuse/parameters/enable_uring").trim().to_string();
     // pure v2: delegation is probed for real; hybrid and v1 hosts delegate their v1 hierarchies
     let (deleg_ok, deleg) = match crate::host::cgroup::unified_mount() {
         Some(m) => match crate::host::cgroup::probe_v2_delegation(&m, 1 << 20) {
@@ -75,7 +76,7 @@ fn items() -> Vec<Item> {
         Item { name: "user namespaces", ok: userns, required: true, detail: format!("max_user_namespaces={}", read("/proc/sys/user/max_user_namespaces").trim()), disables: "everything: system containers need them" },
         Item { name: "id-mapped mounts", ok: idm.is_ok(), required: true, detail: idm.err().unwrap_or_else(|| "bind of /var/lib/nestrun maps 0 -> 1048576".into()), disables: "rootfs without chown: the chown fallback re-owns (copies of) it instead; volumes show host ids as nobody" },
         Item { name: "fuse", ok: Path::new("/dev/fuse").exists(), required: false, detail: "/dev/fuse".into(), disables: "emulated /proc (meminfo, cpuinfo, uptime) and per-container sysctls" },
-        Item { name: "fuse over io_uring", ok: crate::fuse::uring_enabled(), required: false, detail: read("/sys/module/fuse/parameters/enable_uring").trim().chars().next().map_or_else(|| "not in this kernel (needs 6.14)".into(), |v| format!("fuse.enable_uring={v}")), disables: "emulated files answered on the reader's CPU: each /proc read then crosses CPUs (~150 us instead of ~40 on a 2-CPU VM)" },
+        Item { name: "fuse over io_uring", ok: uring == "Y", required: false, detail: if uring.is_empty() { "not in this kernel (needs 6.14)".into() } else { format!("fuse.enable_uring={uring}") }, disables: "emulated files answered on the reader's CPU: each /proc read then crosses CPUs (~150 us instead of ~40 on a 2-CPU VM)" },
         Item { name: "cgroups", ok: v1 || v2, required: true, detail: cg.into(), disables: "resource limits and delegation" },
         Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },
         Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },

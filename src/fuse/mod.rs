@@ -97,11 +97,6 @@ impl ServeConfig {
     }
 }
 
-/// Whether the host lets the servers run over io_uring (`fuse.enable_uring`; see `uring`).
-pub fn uring_enabled() -> bool {
-    uring::enabled_on_host()
-}
-
 /// Files always emulated, relative to the mountpoint; the in-container
 /// destination is "/" + path. (The sysctls come on top: [`emulated_files`].)
 /// `/sys/devices/system/cpu/possible` and `present` are deliberately not

@@ -136,20 +136,26 @@ impl Drop for UringParam {
     }
 }
 
+/// Runs `body(uring)` with the host's `fuse.enable_uring` set to `uring` (left alone, and the
+/// /dev/fuse case still run, on a kernel without it).
+fn over(uring: bool, body: fn(bool)) {
+    match UringParam::set(uring) {
+        Some(_param) => body(uring),
+        None if !uring => body(false),
+        None => eprintln!("skipping: this kernel has no fuse.enable_uring"),
+    }
+}
+
 #[test]
 fn mount_spawn_read_write_stop() {
-    let _param = UringParam::set(false);
-    spawn_read_write_stop(false);
+    over(false, spawn_read_write_stop);
 }
 
 /// The same over io_uring: the kernel queues each request on its caller's CPU, and the
 /// server's worker for that CPU answers (see uring.rs).
 #[test]
 fn mount_spawn_read_write_stop_over_io_uring() {
-    let Some(_param) = UringParam::set(true) else {
-        return eprintln!("skipping: this kernel has no fuse.enable_uring");
-    };
-    spawn_read_write_stop(true);
+    over(true, spawn_read_write_stop);
 }
 
 fn spawn_read_write_stop(uring: bool) {
@@ -252,16 +258,12 @@ fn spawn_read_write_stop(uring: bool) {
 /// fake host /proc, with the server in a thread.
 #[test]
 fn large_file_served_whole() {
-    let _param = UringParam::set(false);
-    large_file(false);
+    over(false, large_file);
 }
 
 #[test]
 fn large_file_served_whole_over_io_uring() {
-    let Some(_param) = UringParam::set(true) else {
-        return eprintln!("skipping: this kernel has no fuse.enable_uring");
-    };
-    large_file(true);
+    over(true, large_file);
 }
 
 fn large_file(uring: bool) {

@@ -39,7 +39,7 @@ const MAX_WORKERS: usize = 16;
 const WORKER_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether the host lets FUSE servers use io_uring.
-pub fn enabled_on_host() -> bool {
+fn enabled_on_host() -> bool {
     std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|s| s.trim() == "Y")
 }
 
