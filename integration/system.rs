@@ -35,6 +35,19 @@ fn exec_processes_run_as_pool_uids() {
     assert_pool_uids(&c, 2);
 }
 
+/// A `docker exec`'d process is in the init's cgroup in every hierarchy, named v1 ones
+/// (name=systemd, which the cgroup manager does not handle) included: before, an exec'd
+/// process stayed in the host's root of name=systemd (`/../..` from inside).
+#[test]
+fn exec_processes_join_the_inits_cgroups() {
+    need_engines!("exec_processes_join_the_inits_cgroups");
+    let c = Ctr::sleeper("exec-cgroups");
+    let init = c.exec(&["cat", "/proc/1/cgroup"]).ok().stdout;
+    let exec = c.exec(&["cat", "/proc/self/cgroup"]).ok().stdout;
+    assert_eq!(exec, init, "exec'd process vs the container's init");
+    assert!(!exec.contains(".."), "an exec'd process outside the container's cgroups: {exec}");
+}
+
 /// A `docker exec`'d root process has the init's capability sets (docker's process.json carries
 /// its default set; nestrun gives exec the same privileges as the init, no more).
 #[test]

@@ -46,6 +46,11 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
         (None, Some(cg), Some(pid)) => crate::host::cgroup::exec_cgroup_for(&cg, pid.as_raw()),
         _ => None,
     };
+    // Named v1 hierarchies (name=systemd), which the cgroup manager does not join: as the init.
+    let named = match lifecycle::record(&ctx.root, &id) {
+        Some(r) if r.mode == crate::facts::Mode::System => r.cgroup_path.filter(|p| p.is_absolute()).map(|p| crate::host::cgroup::named_procs(&p)).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let lc = |source| LifecycleError::Libcontainer { id: id.clone(), source };
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&ctx.root)
@@ -68,6 +73,7 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
         .with_ignore_paused(a.ignore_paused)
         .with_sub_cgroup(a.cgroup.clone())
         .with_cgroup_path(join)
+        .with_extra_cgroup_procs(named)
         .build();
     if let Some(f) = clamped {
         let _ = std::fs::remove_file(f);

@@ -113,6 +113,12 @@ pub fn prepare_named(cgroup_path: &Path, host_id: u32) -> Result<Vec<PathBuf>, H
     Ok(procs)
 }
 
+/// The `cgroup.procs` of the container's directories in the named v1 hierarchies, where they
+/// exist: an exec'd process joins them as the init did (`prepare_named`).
+pub fn named_procs(cgroup_path: &Path) -> Vec<PathBuf> {
+    hierarchies().iter().filter(|e| is_named(e)).map(|h| dir_in(&h.mount_point, cgroup_path).join("cgroup.procs")).filter(|p| p.exists()).collect()
+}
+
 /// Delegate the container's directory in every hierarchy where it exists (after create).
 pub fn delegate(cgroup_path: &Path, host_id: u32) -> Result<(), HostError> {
     for h in hierarchies() {

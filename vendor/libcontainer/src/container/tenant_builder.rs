@@ -57,6 +57,7 @@ pub struct TenantContainerBuilder {
     sub_cgroup: Option<String>,
     /// nestrun patch: the cgroup the process joins instead of the spec's cgroupsPath.
     cgroup_path: Option<PathBuf>,
+    extra_cgroup_procs: Vec<PathBuf>,
     process_label: Option<String>,
     apparmor: Option<String>,
 }
@@ -157,6 +158,7 @@ impl TenantContainerBuilder {
             ignore_paused: false,
             sub_cgroup: None,
             cgroup_path: None,
+            extra_cgroup_procs: Vec::new(),
             process_label: None,
             apparmor: None,
         }
@@ -238,6 +240,13 @@ impl TenantContainerBuilder {
         self
     }
 
+    /// nestrun patch 10: as `InitContainerBuilder::with_extra_cgroup_procs` (patch 7), for an
+    /// exec'd process: it joins the container's named v1 hierarchies as the init did.
+    pub fn with_extra_cgroup_procs(mut self, procs: Vec<PathBuf>) -> Self {
+        self.extra_cgroup_procs = procs;
+        self
+    }
+
     pub fn with_process_label(mut self, process_label: Option<String>) -> Self {
         self.process_label = process_label;
         self
@@ -298,7 +307,7 @@ impl TenantContainerBuilder {
             as_sibling: self.as_sibling,
             sub_cgroup_path: self.sub_cgroup,
             process_label: self.process_label,
-            extra_cgroup_procs: Vec::new(),
+            extra_cgroup_procs: self.extra_cgroup_procs,
         };
 
         let pid = builder_impl.create()?;

@@ -87,10 +87,11 @@ pub fn container_intermediate_process(
         linux.resources().as_ref(),
         matches!(args.container_type, ContainerType::InitContainer),
     )?;
-    // nestrun patch 7: right after the cgroup manager's moves, a move into another v1
-    // hierarchy does not wait for a fresh RCU grace period.
+    // nestrun patch 7: the named v1 hierarchies, joined like the manager's (libcgroups
+    // patch 2: this single-threaded process moves itself through `tasks`, no grace period).
     for procs in &args.extra_cgroup_procs {
-        std::fs::write(procs, current_pid.to_string()).map_err(|err| {
+        let dir = procs.parent().unwrap_or(procs);
+        libcgroups::v1::util::attach_task(current_pid, dir).map_err(|err| {
             tracing::error!(?procs, ?err, "failed to join cgroup");
             IntermediateProcessError::Cgroup(format!("failed to join {}: {err}", procs.display()))
         })?;
