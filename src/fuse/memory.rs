@@ -15,6 +15,68 @@
 //!   libraries). The pages stay in the page cache; the few that serving uses
 //!   fault back in (minor faults, once). Mappings holding private (written,
 //!   e.g. relocated) pages are left alone: dropping those would lose data.
+//! - [`Idle`] (in the server process): the same trim again once the server has
+//!   been quiet for [`QUIET`] after answering requests. Each page a request
+//!   touches maps its 64 KiB neighbourhood back in (the kernel's fault-around),
+//!   so the code of the attaches and of the container's boot-time reads stayed
+//!   mapped for good. An idle server has no timer: the trimming thread sleeps
+//!   until a request comes.
+
+/// How long a server must go without requests before it trims again.
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Request activity of the server, and the thread that trims after a quiet spell.
+#[derive(Default)]
+pub struct Idle {
+    requests: std::sync::atomic::AtomicU64,
+    /// The trimming thread is waiting for a request (set by it, cleared by `touch`).
+    waiting: std::sync::atomic::AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Idle {
+    /// Called on every request: two atomic operations, and a wake-up of the trimming thread
+    /// on the first request after a trim.
+    pub fn touch(&self) {
+        use std::sync::atomic::Ordering;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Starts the thread that calls `action` (the server: [`trim`]) after each quiet spell
+    /// that follows requests (once per process).
+    pub fn start(self: &std::sync::Arc<Self>, quiet: std::time::Duration, action: fn()) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("trim".into()).stack_size(64 * 1024).spawn(move || me.run(quiet, action));
+        if let Ok(h) = spawned {
+            let _ = self.thread.set(h.thread().clone());
+        }
+    }
+
+    fn run(&self, quiet: std::time::Duration, action: fn()) {
+        use std::sync::atomic::Ordering;
+        loop {
+            // Wait for a request (an unpark between the store and park() is not lost).
+            self.waiting.store(true, Ordering::Release);
+            while self.waiting.load(Ordering::Acquire) {
+                std::thread::park();
+            }
+            // Then for a quiet spell after it.
+            loop {
+                let seen = self.requests.load(Ordering::Relaxed);
+                std::thread::sleep(quiet);
+                if self.requests.load(Ordering::Relaxed) == seen {
+                    break;
+                }
+            }
+            action();
+        }
+    }
+}
 
 /// See the module doc. glibc only (a no-op elsewhere).
 pub fn tune_allocator() {
@@ -75,6 +137,34 @@ pub fn trim() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static ACTIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    #[test]
+    fn trims_after_a_quiet_spell_only_after_requests() {
+        use std::sync::atomic::Ordering::SeqCst;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let idle = std::sync::Arc::new(Idle::default());
+        idle.start(ms(200), || {
+            ACTIONS.fetch_add(1, SeqCst);
+        });
+        std::thread::sleep(ms(600));
+        assert_eq!(ACTIONS.load(SeqCst), 0, "no requests, no trim");
+        idle.touch();
+        std::thread::sleep(ms(800));
+        assert_eq!(ACTIONS.load(SeqCst), 1, "one trim after a request and a quiet spell");
+        // busy: a request every 10 ms for 600 ms never leaves 200 ms of quiet
+        for _ in 0..60 {
+            idle.touch();
+            std::thread::sleep(ms(10));
+        }
+        assert_eq!(ACTIONS.load(SeqCst), 1, "no trim while requests keep coming");
+        std::thread::sleep(ms(800));
+        assert_eq!(ACTIONS.load(SeqCst), 2, "a trim once they stop");
+        std::thread::sleep(ms(600));
+        assert_eq!(ACTIONS.load(SeqCst), 2, "and none while idle");
+    }
 
     #[test]
     fn picks_clean_readonly_file_mappings() {

@@ -167,6 +167,7 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, tr
     // Over io_uring this thread only sees FORGET and INTERRUPT.
     config.n_threads = Some(1);
     let fs = std::sync::Arc::new(fs);
+    let idle = fs.idle.clone();
     let workers = uring::Workers::prepare();
     let negotiated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fuser_fs = fuser_fs::Fuser { fs: fs.clone(), offer_uring: workers.is_some(), uring: negotiated.clone() };
@@ -188,6 +189,7 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, tr
     tracing::info!(mountpoint = %mountpoint.display(), io_uring = ready == READY_URING, "fuse server ready");
     if trim {
         memory::trim();
+        idle.start(memory::QUIET, memory::trim);
     }
     session.run().map_err(|source| FuseError::Session { path: mountpoint.into(), source })
 }

@@ -96,6 +96,8 @@ pub struct ProcFs {
     /// file a second time on every open (it only ever grows, so a reader never sees a size
     /// smaller than content it read before).
     sizes: Mutex<HashMap<usize, u64>>,
+    /// Request activity, for the server process's trimming (see `memory::Idle`).
+    pub idle: Arc<super::memory::Idle>,
 }
 
 impl ProcFs {
@@ -111,6 +113,7 @@ impl ProcFs {
             snapshots: Mutex::new(HashMap::new()),
             rendered: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
+            idle: Arc::default(),
         };
         for &(path, kind) in FILES {
             fs.add(path, Content::File(kind));
@@ -151,7 +154,10 @@ impl ProcFs {
         }
     }
 
+    /// The node of `ino`. Every request that runs the filesystem's code looks one up, so this
+    /// is where the request counts as activity.
     fn node(&self, ino: INodeNo) -> Option<(usize, &Node)> {
+        self.idle.touch();
         let idx = usize::try_from(ino.0).ok()?.checked_sub(1)?;
         self.nodes.get(idx).map(|n| (idx, n))
     }
