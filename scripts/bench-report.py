@@ -280,13 +280,19 @@ def report(work):
     mem_rows = load_tsv(os.path.join(work, "mem.tsv"), 12)
     if mem_rows:
         mib = lambda kb: kb / 1024  # noqa: E731
-        fuse = [int(r[10]) for r in mem_rows if int(r[9]) > 0]
+        idle = [r for r in mem_rows if int(r[9]) > 0 and r[0] != "busy"]
+        fuse = [int(r[10]) for r in idle]
+        busy = [r for r in mem_rows if int(r[9]) > 0 and r[0] == "busy"]
         w("### 6. Memory on the host\n")
         if fuse:
-            fp = [int(r[11]) for r in mem_rows if int(r[9]) > 0]
+            fp = [int(r[11]) for r in idle]
             w(f"FUSE server (`nestrun fuse-serve`, one per nested container): RSS median {fmt(mib(statistics.median(fuse)))} MiB "
               f"(min {fmt(mib(min(fuse)))}, max {fmt(mib(max(fuse)))}; PSS median {fmt(mib(statistics.median(fp)))} MiB) "
-              f"over {len(fuse)} running containers.\n")
+              f"over {len(fuse)} running containers, measured at rest: the DinD ones after the settle time, the busybox ones after "
+              f"section 5's `docker exec` loop (a server drops its page-table entries of code again after 2 s without requests).")
+            if busy:
+                w(f" Right after section 5's reads, while busy: RSS {fmt(mib(int(busy[0][10])))} MiB, PSS {fmt(mib(int(busy[0][11])))} MiB.")
+            w("")
         dind = [r for r in mem_rows if r[0] == "dind"]
         if dind:
             w(f"{len(dind)} idle nested DinD containers (inner dockerd + containerd, busybox image loaded), per container:\n")
