@@ -286,13 +286,13 @@ def report(work):
         w("### 6. Memory on the host\n")
         if fuse:
             fp = [int(r[11]) for r in idle]
-            w(f"FUSE server (`nestrun fuse-serve`, one per nested container): RSS median {fmt(mib(statistics.median(fuse)))} MiB "
-              f"(min {fmt(mib(min(fuse)))}, max {fmt(mib(max(fuse)))}; PSS median {fmt(mib(statistics.median(fp)))} MiB) "
-              f"over {len(fuse)} running containers, measured at rest: the DinD ones after the settle time, the busybox ones after "
-              f"section 5's `docker exec` loop (a server drops its page-table entries of code again after 2 s without requests).")
+            line = (f"FUSE server (`nestrun fuse-serve`, one per nested container): RSS median {fmt(mib(statistics.median(fuse)))} MiB "
+                    f"(min {fmt(mib(min(fuse)))}, max {fmt(mib(max(fuse)))}; PSS median {fmt(mib(statistics.median(fp)))} MiB) "
+                    f"over {len(fuse)} running containers, measured at rest: the DinD ones after the settle time, the busybox ones after "
+                    f"section 5's `docker exec` loop (a server drops its page-table entries of code again after 2 s without requests).")
             if busy:
-                w(f" Right after section 5's reads, while busy: RSS {fmt(mib(int(busy[0][10])))} MiB, PSS {fmt(mib(int(busy[0][11])))} MiB.")
-            w("")
+                line += f" Right after section 5's reads, while busy: RSS {fmt(mib(int(busy[0][10])))} MiB, PSS {fmt(mib(int(busy[0][11])))} MiB."
+            w(line + "\n")
         dind = [r for r in mem_rows if r[0] == "dind"]
         if dind:
             w(f"{len(dind)} idle nested DinD containers (inner dockerd + containerd, busybox image loaded), per container:\n")
