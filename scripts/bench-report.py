@@ -289,7 +289,7 @@ def report(work):
             line = (f"FUSE server (`nestrun fuse-serve`, one per nested container): RSS median {fmt(mib(statistics.median(fuse)))} MiB "
                     f"(min {fmt(mib(min(fuse)))}, max {fmt(mib(max(fuse)))}; PSS median {fmt(mib(statistics.median(fp)))} MiB) "
                     f"over {len(fuse)} running containers, measured at rest: the DinD ones after the settle time, the busybox ones after "
-                    f"section 5's `docker exec` loop (a server drops its page-table entries of code again after 2 s without requests).")
+                    f"section 5's `docker exec` loop (a server drops its page-table entries of code again 2–4 s after its last request).")
             if busy:
                 line += f" Right after section 5's reads, while busy: RSS {fmt(mib(int(busy[0][10])))} MiB, PSS {fmt(mib(int(busy[0][11])))} MiB."
             w(line + "\n")

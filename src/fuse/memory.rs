@@ -16,7 +16,8 @@
 //!   fault back in (minor faults, once). Mappings holding private (written,
 //!   e.g. relocated) pages are left alone: dropping those would lose data.
 //! - [`Idle`] (in the server process): the same trim again once the server has
-//!   been quiet for [`QUIET`] after answering requests. Each page a request
+//!   been quiet for a [`QUIET`] spell after answering requests (1-2 spells after
+//!   the last one). Each page a request
 //!   touches maps its 64 KiB neighbourhood back in (the kernel's fault-around),
 //!   so the code of the attaches and of the container's boot-time reads stayed
 //!   mapped for good. An idle server has no timer: the trimming thread sleeps
@@ -39,8 +40,10 @@ impl Idle {
     /// on the first request after a trim.
     pub fn touch(&self) {
         use std::sync::atomic::Ordering;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::AcqRel) {
+        // SeqCst here and in `run`: the count's increment and the thread's `waiting` store
+        // are each followed by a load of the other; at least one side must see the other's.
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
@@ -51,29 +54,40 @@ impl Idle {
     /// that follows requests (once per process).
     pub fn start(self: &std::sync::Arc<Self>, quiet: std::time::Duration, action: fn()) {
         let me = self.clone();
-        let spawned = std::thread::Builder::new().name("trim".into()).stack_size(64 * 1024).spawn(move || me.run(quiet, action));
-        if let Ok(h) = spawned {
-            let _ = self.thread.set(h.thread().clone());
-        }
+        let _ = std::thread::Builder::new().name("trim".into()).stack_size(64 * 1024).spawn(move || me.run(quiet, action));
     }
 
     fn run(&self, quiet: std::time::Duration, action: fn()) {
         use std::sync::atomic::Ordering;
+        // Registered before `waiting` is first set: a `touch` that clears it always finds
+        // the thread to wake (requests are being served while this thread starts).
+        self.thread.get_or_init(std::thread::current);
+        // The request count at the last trim (the server trimmed at start, before any).
+        let mut trimmed_at = 0;
         loop {
-            // Wait for a request (an unpark between the store and park() is not lost).
-            self.waiting.store(true, Ordering::Release);
-            while self.waiting.load(Ordering::Acquire) {
-                std::thread::park();
+            // Wait for a request, unless some came since the last trim (also before this
+            // thread was up). A `touch` after the check clears `waiting` and unparks.
+            self.waiting.store(true, Ordering::SeqCst);
+            if self.requests.load(Ordering::SeqCst) == trimmed_at {
+                while self.waiting.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
             }
-            // Then for a quiet spell after it.
+            self.waiting.store(false, Ordering::Relaxed);
+            // Then for a quiet spell after them (so the trim comes 1-2 spells after the last
+            // request), trimming again if requests came while it trimmed.
             loop {
-                let seen = self.requests.load(Ordering::Relaxed);
+                let seen = self.requests.load(Ordering::Acquire);
                 std::thread::sleep(quiet);
-                if self.requests.load(Ordering::Relaxed) == seen {
+                if self.requests.load(Ordering::Acquire) != seen {
+                    continue;
+                }
+                action();
+                trimmed_at = seen;
+                if self.requests.load(Ordering::Acquire) == seen {
                     break;
                 }
             }
-            action();
         }
     }
 }
@@ -140,29 +154,38 @@ mod tests {
 
     static ACTIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+    /// Waits (up to 10 s, for loaded CI machines) until `n` trims happened.
+    fn until_actions(n: u32) -> u32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ACTIONS.load(std::sync::atomic::Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ACTIONS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     #[test]
     fn trims_after_a_quiet_spell_only_after_requests() {
         use std::sync::atomic::Ordering::SeqCst;
         use std::time::Duration;
         let ms = Duration::from_millis;
+        let quiet = ms(500);
         let idle = std::sync::Arc::new(Idle::default());
-        idle.start(ms(200), || {
+        // Touched before the thread is up: the first request is not lost.
+        idle.touch();
+        idle.start(quiet, || {
             ACTIONS.fetch_add(1, SeqCst);
         });
-        std::thread::sleep(ms(600));
-        assert_eq!(ACTIONS.load(SeqCst), 0, "no requests, no trim");
-        idle.touch();
-        std::thread::sleep(ms(800));
-        assert_eq!(ACTIONS.load(SeqCst), 1, "one trim after a request and a quiet spell");
-        // busy: a request every 10 ms for 600 ms never leaves 200 ms of quiet
-        for _ in 0..60 {
+        assert_eq!(until_actions(1), 1, "one trim after a request and a quiet spell");
+        std::thread::sleep(quiet * 3);
+        assert_eq!(ACTIONS.load(SeqCst), 1, "no requests, no more trims");
+        // busy: a request every 10 ms for 1.5 s leaves no 500 ms of quiet
+        for _ in 0..150 {
             idle.touch();
             std::thread::sleep(ms(10));
         }
         assert_eq!(ACTIONS.load(SeqCst), 1, "no trim while requests keep coming");
-        std::thread::sleep(ms(800));
-        assert_eq!(ACTIONS.load(SeqCst), 2, "a trim once they stop");
-        std::thread::sleep(ms(600));
+        assert_eq!(until_actions(2), 2, "a trim once they stop");
+        std::thread::sleep(quiet * 3);
         assert_eq!(ACTIONS.load(SeqCst), 2, "and none while idle");
     }
 

@@ -154,8 +154,9 @@ impl ProcFs {
         }
     }
 
-    /// The node of `ino`. Every request that runs the filesystem's code looks one up, so this
-    /// is where the request counts as activity.
+    /// The node of `ino`. The requests that run the filesystem's code (lookup, getattr, open,
+    /// read, write, readdir, ...) look one up, so this is where they count as activity (as
+    /// does `release`; the bookkeeping ones, FORGET, FLUSH, STATFS, do not).
     fn node(&self, ino: INodeNo) -> Option<(usize, &Node)> {
         self.idle.touch();
         let idx = usize::try_from(ino.0).ok()?.checked_sub(1)?;
@@ -309,6 +310,7 @@ impl ProcFs {
     }
 
     pub fn release(&self, fh: u64) {
+        self.idle.touch();
         self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
     }
 

@@ -89,12 +89,19 @@ pub fn container_intermediate_process(
     )?;
     // nestrun patch 7: the named v1 hierarchies, joined like the manager's (libcgroups
     // patch 2: this single-threaded process moves itself through `tasks`, no grace period).
+    // An exec'd process (patch 10) skips a directory the host removed since it was listed.
     for procs in &args.extra_cgroup_procs {
         let dir = procs.parent().unwrap_or(procs);
-        libcgroups::v1::util::attach_task(current_pid, dir).map_err(|err| {
-            tracing::error!(?procs, ?err, "failed to join cgroup");
-            IntermediateProcessError::Cgroup(format!("failed to join {}: {err}", procs.display()))
-        })?;
+        match libcgroups::v1::util::attach_task(current_pid, dir) {
+            Err(err)
+                if err.inner().kind() == std::io::ErrorKind::NotFound
+                    && matches!(args.container_type, ContainerType::TenantContainer { .. }) => {}
+            Err(err) => {
+                tracing::error!(?dir, ?err, "failed to join cgroup");
+                return Err(IntermediateProcessError::Cgroup(format!("failed to join cgroup {}: {err}", dir.display())));
+            }
+            Ok(()) => {}
+        }
     }
 
     // setting CPU affinity for tenant container after cgroup move
