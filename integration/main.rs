@@ -7,6 +7,7 @@
 pub mod util;
 
 mod badinput;
+mod check;
 mod concurrency;
 mod ctr;
 mod diskfull;
