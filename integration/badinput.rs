@@ -77,6 +77,19 @@ impl Env {
         run_cmd(self.command(args), Duration::from_secs(60))
     }
 
+    /// A fresh id for a container that `run` makes (removed with the rest if the test fails).
+    fn run_id(&self, tag: &str) -> String {
+        let i = id(tag);
+        self.created.borrow_mut().push(i.clone());
+        i
+    }
+
+    /// `delete --force`, then nothing is left for `id` (see `assert_clean`).
+    fn delete_leaves_nothing(&self, id: &str) {
+        self.cli(&["delete", "--force", id]).ok();
+        self.assert_clean(id);
+    }
+
     fn create(&self, id: &str) -> Out {
         self.created.borrow_mut().push(id.to_string());
         self.cli(&["create", "--bundle", self.bundle.to_str().unwrap(), id])
@@ -205,8 +218,7 @@ fn unknown_container() {
     ] {
         e.expect_error(e.cli(&args), &[&i]);
     }
-    e.cli(&["delete", "--force", &i]).ok(); // runc: --force on a missing container is not an error
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i); // runc: --force on a missing container is not an error
 }
 
 /// Mistakes against a container that exists: duplicate create, bad signal, missing --process.
@@ -238,14 +250,12 @@ fn cli_run_and_cleanup() {
     need_root!("cli_run_and_cleanup");
     let e = Env::new("cli-run");
     e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo hello; cat /proc/self/uid_map; exit 3"]));
-    let i = id("run");
-    e.created.borrow_mut().push(i.clone());
+    let i = e.run_id("run");
     let o = e.cli(&["run", "--bundle", e.bundle.to_str().unwrap(), &i]);
     assert_eq!(o.code, 3, "exit code of the init: {o:?}");
     assert!(o.stdout.starts_with("hello\n"), "{o:?}");
     assert!(o.stdout.contains("65536"), "uid_map: {o:?}");
-    e.cli(&["delete", "--force", &i]).ok();
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i);
 }
 
 /// stdout and stderr on the host's /dev/null (how scripts and some engines start a runtime):
@@ -256,8 +266,7 @@ fn stdio_on_dev_null_stays_writable() {
     need_root!("stdio_on_dev_null_stays_writable");
     let e = Env::new("cli-devnull");
     e.edit(|c| c["process"]["args"] = json!(["sh", "-c", "echo out && echo err >&2 && cat /proc/self/uid_map"]));
-    let i = id("devnull");
-    e.created.borrow_mut().push(i.clone());
+    let i = e.run_id("devnull");
     let status = e
         .command(&["run", "--bundle", e.bundle.to_str().unwrap(), &i])
         .stdin(std::process::Stdio::null())
@@ -266,8 +275,7 @@ fn stdio_on_dev_null_stays_writable() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0), "the container's writes to stdout/stderr on /dev/null must succeed");
-    e.cli(&["delete", "--force", &i]).ok();
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i);
 }
 
 /// `exec` while the init has not exec'd its program yet (a startContainer hook holds it after
@@ -285,8 +293,7 @@ fn exec_right_after_start_before_the_init_execs() {
     let o = e.cli(&["exec", &i, "cat", "/proc/self/uid_map"]);
     assert_eq!(o.code, 0, "exec during the init's startContainer hook: {o:?}");
     assert!(o.stdout.contains("65536"), "the exec'd process is in the container's user namespace: {o:?}");
-    e.cli(&["delete", "--force", &i]).ok();
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i);
 }
 
 /// `--debug --log F --log-format json` records how long each step of create and delete took
@@ -296,8 +303,7 @@ fn debug_log_times_each_step() {
     need_root!("debug_log_times_each_step");
     let e = Env::new("cli-steps");
     e.edit(|c| c["process"]["args"] = json!(["true"]));
-    let i = id("steps");
-    e.created.borrow_mut().push(i.clone());
+    let i = e.run_id("steps");
     let log = e.dir.path.join("log.json");
     let t0 = std::time::Instant::now();
     let o = e.cli(&["--debug", "--log", log.to_str().unwrap(), "--log-format", "json", "run", "--bundle", e.bundle.to_str().unwrap(), &i]);
@@ -400,14 +406,12 @@ fn odd_but_valid_configs_work() {
     assert_eq!(shadow["process"]["x-vendor-knob"], 7, "unknown nested member dropped");
     let st: Value = serde_json::from_str(&e.cli(&["state", &i]).ok().stdout).unwrap();
     assert_eq!(st["status"], "created", "{st}");
-    e.cli(&["delete", "--force", &i]).ok();
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i);
     // 10000 levels of nesting in a member nestrun does not know: parsed without a stack
     // overflow (members nested deeper than serde_json's 128 levels are not carried over).
     let text = std::fs::read_to_string(e.config()).unwrap();
     std::fs::write(e.config(), text.replacen('{', &format!("{{\"x-deep\": {}{},", "[".repeat(10_000), "]".repeat(10_000)), 1)).unwrap();
     let i = id("deep");
     e.create(&i).ok();
-    e.cli(&["delete", "--force", &i]).ok();
-    e.assert_clean(&i);
+    e.delete_leaves_nothing(&i);
 }

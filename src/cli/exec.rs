@@ -28,9 +28,10 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
     // CAP_NET_ADMIN for its own netns's sysctls) and rlimits clamped as at create (podman's
     // exec process asks for RLIMIT_NOFILE 1048576; raising it fails with EPERM). Without a
     // process file libcontainer takes the capabilities from the rewritten spec already.
+    let rec = lifecycle::record(&ctx.root, &id);
     let mut process_file = a.process.clone();
     let mut clamped = None;
-    if let (Some(p), Some(rec)) = (&a.process, lifecycle::record(&ctx.root, &id)) {
+    if let (Some(p), Some(rec)) = (&a.process, &rec) {
         let mut proc_: libcontainer::oci_spec::runtime::Process = serde_json::from_slice(&std::fs::read(p)?)?;
         if rec.mode == crate::facts::Mode::System {
             crate::rewrite::security::process_privileges(&mut proc_, &lifecycle::runtime_caps(), &lifecycle::rlimit_hard());
@@ -42,13 +43,14 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
     }
     // cgroup v2: into the init's cgroup when the container runs its own cgroup tree below its
     // init leaf (see host::cgroup::exec_cgroup); an explicit --cgroup wins.
-    let join = match (&a.cgroup, lifecycle::record(&ctx.root, &id).and_then(|r| r.cgroup_path), c.pid()) {
-        (None, Some(cg), Some(pid)) => crate::host::cgroup::exec_cgroup_for(&cg, pid.as_raw()),
+    let cgroup_path = rec.as_ref().and_then(|r| r.cgroup_path.clone());
+    let join = match (&a.cgroup, &cgroup_path, c.pid()) {
+        (None, Some(cg), Some(pid)) => crate::host::cgroup::exec_cgroup_for(cg, pid.as_raw()),
         _ => None,
     };
     // Named v1 hierarchies (name=systemd), which the cgroup manager does not join: as the init.
-    let named = match lifecycle::record(&ctx.root, &id) {
-        Some(r) if r.mode == crate::facts::Mode::System => r.cgroup_path.filter(|p| p.is_absolute()).map(|p| crate::host::cgroup::named_procs(&p)).unwrap_or_default(),
+    let named = match (&rec, &cgroup_path) {
+        (Some(r), Some(p)) if r.mode == crate::facts::Mode::System && p.is_absolute() => crate::host::cgroup::named_procs(p),
         _ => Vec::new(),
     };
     let lc = |source| LifecycleError::Libcontainer { id: id.clone(), source };
