@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -22,17 +22,17 @@ macro_rules! need_root {
 }
 
 /// A fresh `--root` and a busybox bundle (`nestrun spec`, terminal off, `sleep`).
-struct Env {
+pub(crate) struct Env {
     /// Ids created in this root: `delete --force`d on drop, before the root is removed, so a
     /// failing test does not leave a container behind.
     created: std::cell::RefCell<Vec<String>>,
     dir: TempDir,
-    root: PathBuf,
-    bundle: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) bundle: PathBuf,
 }
 
 impl Env {
-    fn new(tag: &str) -> Env {
+    pub(crate) fn new(tag: &str) -> Env {
         let dir = tempdir(tag);
         let root = dir.path.join("state");
         let bundle = dir.path.join("bundle");
@@ -55,48 +55,48 @@ impl Env {
         e
     }
 
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.bundle.join("config.json")
     }
 
-    fn edit(&self, f: impl FnOnce(&mut Value)) {
+    pub(crate) fn edit(&self, f: impl FnOnce(&mut Value)) {
         let mut c: Value = serde_json::from_slice(&std::fs::read(self.config()).unwrap()).unwrap();
         f(&mut c);
         std::fs::write(self.config(), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
     }
 
     /// The command `nestrun --root <root> args...`.
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nestrun"));
         c.arg("--root").arg(&self.root).args(args).env_remove("NESTRUN_MODE");
         c
     }
 
     /// `nestrun --root <root> args...`, run with its output captured.
-    fn cli(&self, args: &[&str]) -> Out {
+    pub(crate) fn cli(&self, args: &[&str]) -> Out {
         run_cmd(self.command(args), Duration::from_secs(60))
     }
 
     /// A fresh id for a container that `run` makes (removed with the rest if the test fails).
-    fn run_id(&self, tag: &str) -> String {
+    pub(crate) fn run_id(&self, tag: &str) -> String {
         let i = id(tag);
         self.created.borrow_mut().push(i.clone());
         i
     }
 
     /// `delete --force`, then nothing is left for `id` (see `assert_clean`).
-    fn delete_leaves_nothing(&self, id: &str) {
+    pub(crate) fn delete_leaves_nothing(&self, id: &str) {
         self.cli(&["delete", "--force", id]).ok();
         self.assert_clean(id);
     }
 
-    fn create(&self, id: &str) -> Out {
+    pub(crate) fn create(&self, id: &str) -> Out {
         self.created.borrow_mut().push(id.to_string());
         self.cli(&["create", "--bundle", self.bundle.to_str().unwrap(), id])
     }
 
     /// Fails, with exactly one stderr line containing every `needle`.
-    fn expect_error(&self, o: Out, needles: &[&str]) {
+    pub(crate) fn expect_error(&self, o: Out, needles: &[&str]) {
         let o = o.fails();
         let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "`{}` should print exactly one line on stderr, got:\n{}", o.cmd, o.stderr);
@@ -106,7 +106,7 @@ impl Env {
     }
 
     /// Nothing left for `id`: no state, no mounts, no cgroups, no leases.
-    fn assert_clean(&self, id: &str) {
+    pub(crate) fn assert_clean(&self, id: &str) {
         let left: Vec<_> = std::fs::read_dir(&self.root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "--root {} should be empty, has {left:?}", self.root.display());
         let mnt = entries_with_prefix("/run/nestrun-mnt", &format!("{id}-"));

@@ -21,9 +21,6 @@ fn ctr(args: &[&str]) -> Out {
     run_cmd(c, Duration::from_secs(120))
 }
 
-fn nestrun_bin() -> String {
-    std::env::var("NESTRUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nestrun").into())
-}
 
 /// Removes the task and container (and its snapshot) on drop.
 struct CtrGuard(String);

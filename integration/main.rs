@@ -18,5 +18,6 @@ mod nesting;
 mod podman;
 mod proc;
 mod restart;
+mod seccomp;
 mod system;
 mod systemd;

@@ -23,9 +23,6 @@ fn containerd_address() -> String {
     std::env::var("CONTAINERD_ADDRESS").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| CONTAINERD_SOCK.into())
 }
 
-fn nestrun_bin() -> String {
-    std::env::var("NESTRUN_BIN").unwrap_or_else(|_| format!("{}/target/debug/nestrun", env!("CARGO_MANIFEST_DIR")))
-}
 
 /// A private dockerd; stopped, its containers removed and its dirs deleted on drop.
 struct Dockerd {

@@ -142,20 +142,10 @@ fn plain_mode_runs_the_bundle_as_written() {
     assert_eq!(f, ["0", "0", "4294967295"], "plain mode should have the identity map: {:?}", o.stdout);
 }
 
-/// `ctr run --rm` on the private containerd with nestrun as the runc binary. docker 20.10 passes
-/// neither labels nor annotations to the runtime; `ctr run --annotation` does.
+/// `ctr run --rm` with nestrun as the runc binary (docker 20.10 passes neither labels nor
+/// annotations to the runtime; `ctr run --annotation` does).
 fn ctr_run(id: &str, extra: &[&str], script: &str) -> Out {
-    let mut c = std::process::Command::new("ctr");
-    let addr = std::env::var("CONTAINERD_ADDRESS").unwrap_or_else(|_| "/run/nestrun-test/containerd.sock".into());
-    let bin = std::env::var("NESTRUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nestrun").into());
-    c.args(["--address", &addr, "-n", "nestrun", "run", "--rm", "--runc-binary", &bin]);
-    c.args(extra);
-    c.args(["docker.io/nestrun-test/busybox:latest", id, "sh", "-c", script]);
-    let o = run_cmd(c, std::time::Duration::from_secs(120));
-    let mut c = std::process::Command::new("ctr");
-    c.args(["--address", &addr, "-n", "nestrun", "container", "delete", id]);
-    let _ = run_cmd(c, std::time::Duration::from_secs(30));
-    o
+    ctr_run_with(&nestrun_bin(), id, extra, script)
 }
 
 /// integration/fusehello.c (a FUSE file system without libfuse), built static into `dir`.

@@ -105,6 +105,26 @@ pub fn docker(args: &[&str]) -> Out {
     run_cmd(docker_cmd(args), Duration::from_secs(180))
 }
 
+/// The nestrun binary under test.
+pub fn nestrun_bin() -> String {
+    std::env::var("NESTRUN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nestrun").into())
+}
+
+/// `ctr run --rm` of the busybox image on the private containerd with `binary` as the runc
+/// binary of the runc v2 shim; the container record is removed afterwards.
+pub fn ctr_run_with(binary: &str, id: &str, extra: &[&str], script: &str) -> Out {
+    let addr = std::env::var("CONTAINERD_ADDRESS").unwrap_or_else(|_| "/run/nestrun-test/containerd.sock".into());
+    let mut c = Command::new("ctr");
+    c.args(["--address", &addr, "-n", "nestrun", "run", "--rm", "--runc-binary", binary]);
+    c.args(extra);
+    c.args(["docker.io/nestrun-test/busybox:latest", id, "sh", "-c", script]);
+    let o = run_cmd(c, Duration::from_secs(120));
+    let mut c = Command::new("ctr");
+    c.args(["--address", &addr, "-n", "nestrun", "container", "delete", id]);
+    let _ = run_cmd(c, Duration::from_secs(30));
+    o
+}
+
 /// A container removed with `docker rm -f` when dropped.
 pub struct Ctr {
     pub name: String,

@@ -11,6 +11,8 @@ mod host;
 mod lifecycle;
 mod logging;
 mod rewrite;
+#[cfg(test)]
+mod seccomp_stub_tests;
 mod sidecar;
 mod subid;
 

@@ -2,6 +2,8 @@ use std::collections::HashSet;
 use std::num::TryFromIntError;
 use std::os::unix::io;
 
+pub mod enosys;
+
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
@@ -48,6 +50,14 @@ pub enum SeccompError {
     SetCtlNnp {
         source: libseccomp::error::SeccompError,
     },
+    #[error(transparent)]
+    Enosys(#[from] enosys::EnosysError),
+    #[error("failed to export the seccomp filter to add the ENOSYS stub")]
+    Export {
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("failed to load the seccomp filter with the ENOSYS stub")]
+    LoadPatched { source: nix::Error },
 }
 
 type Result<T> = std::result::Result<T, SeccompError>;
@@ -297,6 +307,12 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
         }
     }
 
+    // nestrun patch 11: with the ENOSYS stub in front, the filter is exported and loaded
+    // here rather than by libseccomp (see enosys.rs).
+    if let Some(fd) = load_with_enosys_stub(seccomp, &ctx)? {
+        return Ok(fd);
+    }
+
     // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
     // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
     // the thread must already have the no_new_privs bit set.
@@ -314,6 +330,140 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
     };
 
     Ok(fd)
+}
+
+/// `AUDIT_ARCH_*` of a libseccomp architecture (x32 shares x86_64's: its numbers carry bit 30).
+fn audit_arch(arch: ScmpArch) -> Option<u32> {
+    Some(match arch {
+        ScmpArch::Native => return audit_arch(ScmpArch::native()),
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::X8664 | ScmpArch::X32 => enosys::AUDIT_ARCH_X86_64,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::Aarch64 => 0xC000_00B7,
+        ScmpArch::Mips => 0x0000_0008,
+        ScmpArch::Mips64 => 0x8000_0008,
+        ScmpArch::Mips64N32 => 0xA000_0008,
+        ScmpArch::Mipsel => 0x4000_0008,
+        ScmpArch::Mipsel64 => 0xC000_0008,
+        ScmpArch::Mipsel64N32 => 0xE000_0008,
+        ScmpArch::Ppc => 0x0000_0014,
+        ScmpArch::Ppc64 => 0x8000_0015,
+        ScmpArch::Ppc64Le => 0xC000_0015,
+        ScmpArch::S390 => enosys::AUDIT_ARCH_S390,
+        ScmpArch::S390X => enosys::AUDIT_ARCH_S390X,
+        ScmpArch::Riscv64 => 0xC000_00F3,
+        _ => return None,
+    })
+}
+
+/// The highest syscall number the profile names for each of its architectures (the native
+/// one when it names none: the filter libseccomp builds then covers only that one).
+fn last_syscalls(seccomp: &LinuxSeccomp) -> enosys::LastSyscalls {
+    let mut arches: Vec<ScmpArch> = seccomp
+        .architectures()
+        .iter()
+        .flatten()
+        .map(|a| translate_arch(*a))
+        .collect();
+    if arches.is_empty() {
+        arches.push(ScmpArch::Native);
+    }
+    let mut last = enosys::LastSyscalls::new();
+    for arch in arches {
+        let (arch, audit) = match arch {
+            ScmpArch::Native => (ScmpArch::native(), audit_arch(ScmpArch::Native)),
+            a => (a, audit_arch(a)),
+        };
+        let Some(audit) = audit else { continue };
+        for syscall in seccomp.syscalls().iter().flatten() {
+            for name in syscall.names() {
+                if let Ok(sc) = ScmpSyscall::from_name_by_arch(name, arch) {
+                    enosys::note(&mut last, audit, i32::from(sc));
+                }
+            }
+        }
+    }
+    last
+}
+
+/// Loads the filter with runc's ENOSYS stub in front (`Ok(Some(listener fd or None))`), or
+/// `Ok(None)` when the stub does not apply and libseccomp loads the filter itself.
+fn load_with_enosys_stub(
+    seccomp: &LinuxSeccomp,
+    ctx: &ScmpFilterContext,
+) -> Result<Option<Option<io::RawFd>>> {
+    let default_allows = matches!(
+        seccomp.default_action(),
+        LinuxSeccompAction::ScmpActAllow
+            | LinuxSeccompAction::ScmpActLog
+            | LinuxSeccompAction::ScmpActTrace
+    );
+    let default_errno = match seccomp.default_action() {
+        LinuxSeccompAction::ScmpActErrno => Some(seccomp.default_errno_ret().unwrap_or(libc::EPERM as u32)),
+        _ => None,
+    };
+    if !enosys::wanted(default_allows, default_errno) {
+        return Ok(None);
+    }
+    let last = last_syscalls(seccomp);
+    // SAFETY: a plain syscall; the descriptor is owned right after.
+    let raw = unsafe { libc::memfd_create(c"nestrun-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(SeccompError::LoadPatched { source: nix::Error::last() });
+    }
+    // SAFETY: raw is a new descriptor nobody else owns.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    ctx.export_bpf(&file)
+        .map_err(|source| SeccompError::Export { source })?;
+    let mut bytes = Vec::new();
+    {
+        use std::io::{Read, Seek};
+        file.seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|e| SeccompError::LoadPatched {
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+    }
+    let program = enosys::patch(&last, enosys::parse(&bytes)?)?;
+    let filters: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filters.len() as u16,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    let listener = is_notify(seccomp);
+    let mut flags: libc::c_ulong = 0;
+    for flag in seccomp.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            // TSYNC and a listener only go together with TSYNC_ESRCH (libseccomp does the same).
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync if listener => {
+                libc::SECCOMP_FILTER_FLAG_TSYNC | (1 << 4)
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 1 << 5,
+        };
+    }
+    if listener {
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    }
+    // SAFETY: prog points at `filters`, alive for the call; the kernel copies it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(SeccompError::LoadPatched { source: nix::Error::last() });
+    }
+    tracing::debug!(instructions = program.len(), ?last, "seccomp filter loaded with the ENOSYS stub");
+    Ok(Some(listener.then_some(ret as io::RawFd)))
 }
 
 pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
