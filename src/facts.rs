@@ -25,6 +25,9 @@ pub struct DataDir {
 #[serde(default)]
 pub struct Facts {
     pub mode: Mode,
+    /// A pod member: the user namespace (`/proc/<pid>/ns/user` of the container whose
+    /// namespaces its spec joins by path) it joins instead of getting one of its own.
+    pub pod_userns: Option<PathBuf>,
     /// Host uid and gid that container root maps to, and the size of the range.
     pub host_id: u32,
     pub id_size: u32,

@@ -134,25 +134,84 @@ pub fn acquire(dir: &Path, pool: Pool, owner: &Path, prefer: Option<u32>) -> Res
     Err(SubidError::Exhausted { ranges: pool.ranges, start: pool.start, size: pool.ranges as u64 * RANGE as u64, dir: dir.into() })
 }
 
-/// Free leases whose owning state directory is gone (a create killed before it recorded the
-/// lease, or a host whose engine never called delete). Returns how many were freed.
+/// The owners (state directory paths) written in a lease file, one a line: the container that
+/// leased the range first, then the pod's other containers that share it (`join`).
+fn owners(text: &[u8]) -> Vec<PathBuf> {
+    String::from_utf8_lossy(text).lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect()
+}
+
+/// Opens a lease file and locks it exclusively; None when it is gone, or was replaced (freed
+/// and leased again) between the open and the lock.
+fn locked(file: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
+    let f = OpenOptions::new().read(true).write(true).open(file).ok()?;
+    let f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()?;
+    let (a, b) = (f.metadata().ok()?, fs::metadata(file).ok()?);
+    use std::os::unix::fs::MetadataExt;
+    ((a.dev(), a.ino()) == (b.dev(), b.ino())).then_some(f)
+}
+
+/// Keeps the owners of a locked lease that `keep` accepts; removes the file when none is left.
+fn retain(file: &Path, f: &mut fs::File, keep: impl Fn(&Path) -> bool) -> std::io::Result<bool> {
+    use std::io::{Read, Seek};
+    let mut text = Vec::new();
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.read_to_end(&mut text)?;
+    let all = owners(&text);
+    let kept: Vec<&PathBuf> = all.iter().filter(|o| keep(o)).collect();
+    if kept.len() == all.len() {
+        return Ok(false);
+    }
+    if kept.is_empty() {
+        fs::remove_file(file)?;
+    } else {
+        let body: String = kept.iter().map(|o| format!("{}\n", o.display())).collect();
+        f.set_len(0)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(body.as_bytes())?;
+    }
+    Ok(true)
+}
+
+/// Free leases whose owning state directories are all gone (a create killed before it recorded
+/// the lease, or a host whose engine never called delete). Returns how many were freed.
 pub fn reclaim_stale(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
         .filter(|e| {
-            fs::read(e.path()).is_ok_and(|owner| {
-                !owner.is_empty() && !Path::new(&*String::from_utf8_lossy(&owner)).exists()
-            })
+            // An empty file is a lease being written right now (O_EXCL create, then write).
+            fs::read(e.path()).is_ok_and(|t| !t.is_empty() && owners(&t).iter().any(|o| !o.exists()))
         })
-        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .filter(|e| {
+            let Some(mut f) = locked(&e.path()) else { return false };
+            retain(&e.path(), &mut f, |o| o.exists()).is_ok() && !e.path().exists()
+        })
         .count()
 }
 
-/// Release a lease if `owner` still holds it.
+/// A pod's container shares the range its sandbox leased (`host_id`): `owner` is added to that
+/// lease, so the range stays taken until the last of the pod's containers is deleted. None when
+/// the range is no lease of this pool (the sandbox is no nestrun container of this host).
+pub fn join(dir: &Path, pool: Pool, host_id: u32, owner: &Path) -> Result<Option<Lease>, SubidError> {
+    if host_id < pool.start || (host_id - pool.start) % RANGE != 0 || (host_id - pool.start) / RANGE >= pool.ranges {
+        return Ok(None);
+    }
+    let index = (host_id - pool.start) / RANGE;
+    let file = dir.join(index.to_string());
+    let Some(mut f) = locked(&file) else { return Ok(None) };
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut *f, &mut text).map_err(io(&file))?;
+    if !owners(&text).iter().any(|o| o == owner) {
+        let sep = if text.is_empty() || text.ends_with(b"\n") { "" } else { "\n" };
+        write!(f, "{sep}{}\n", owner.display()).map_err(io(&file))?;
+    }
+    Ok(Some(Lease { index, host_id, size: RANGE, file }))
+}
+
+/// Release `owner`'s hold on a lease; the range is free once no owner is left.
 pub fn release(lease: &Lease, owner: &Path) {
-    if fs::read(&lease.file).is_ok_and(|o| o == owner.as_os_str().as_encoded_bytes()) {
-        let _ = fs::remove_file(&lease.file);
+    if let Some(mut f) = locked(&lease.file) {
+        let _ = retain(&lease.file, &mut f, |o| o != owner);
     }
 }
 
@@ -200,5 +259,35 @@ mod tests {
         fs::remove_dir_all(&owners[1]).unwrap();
         let e = acquire(&d.join("l"), pool, &owners[0], None).unwrap();
         assert_eq!(e.host_id, b.host_id);
+    }
+
+    #[test]
+    fn a_pod_shares_its_sandboxs_lease_until_the_last_member_goes() {
+        let d = tmp("pod");
+        let owners: Vec<PathBuf> = (0..4).map(|i| d.join(format!("c{i}"))).collect();
+        owners.iter().for_each(|o| fs::create_dir_all(o).unwrap());
+        let (dir, pool) = (d.join("l"), Pool { start: 1 << 20, ranges: 2 });
+        let sandbox = acquire(&dir, pool, &owners[0], None).unwrap();
+        let app = join(&dir, pool, sandbox.host_id, &owners[1]).unwrap().expect("joined");
+        assert_eq!((app.index, app.host_id, &app.file), (sandbox.index, sandbox.host_id, &sandbox.file));
+        assert_eq!(join(&dir, pool, sandbox.host_id, &owners[1]).unwrap(), Some(app.clone()), "joining twice adds no line");
+        assert_eq!(fs::read_to_string(&sandbox.file).unwrap().lines().count(), 2);
+        assert_eq!(join(&dir, pool, sandbox.host_id + RANGE, &owners[2]).unwrap(), None, "a range nobody leased");
+        assert_eq!(join(&dir, pool, 12345, &owners[2]).unwrap(), None, "outside the pool");
+        // The sandbox goes first: the range stays taken while the app container lives.
+        release(&sandbox, &owners[0]);
+        assert!(sandbox.file.exists());
+        let other = acquire(&dir, pool, &owners[2], Some(sandbox.host_id)).unwrap();
+        assert_ne!(other.host_id, sandbox.host_id, "a second pod never gets a range in use");
+        release(&app, &owners[1]);
+        assert!(!sandbox.file.exists(), "freed with its last owner");
+        // A member whose state vanished is dropped by reclaim; the live one keeps the range.
+        let s2 = acquire(&dir, pool, &owners[0], None).unwrap();
+        join(&dir, pool, s2.host_id, &owners[3]).unwrap().unwrap();
+        fs::remove_dir_all(&owners[3]).unwrap();
+        assert_eq!(reclaim_stale(&dir), 0, "the sandbox still holds it");
+        assert_eq!(fs::read_to_string(&s2.file).unwrap(), format!("{}\n", owners[0].display()));
+        fs::remove_dir_all(&owners[0]).unwrap();
+        assert_eq!(reclaim_stale(&dir), 1, "freed once its sandbox is gone too");
     }
 }

@@ -6,6 +6,7 @@ pub mod idmap;
 pub mod inject;
 pub mod mountinfo;
 pub mod overlay;
+pub mod pod;
 
 use std::path::PathBuf;
 

@@ -103,14 +103,23 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         .transpose()?;
     let prefer = layers.as_ref().and_then(|l| l.upper.as_ref()).and_then(|u| std::fs::metadata(u).ok()).map(|m| m.uid());
 
-    // The id range: the engine's own mapping, or an exclusive lease.
+    // The id range: the engine's own mapping, the pod's (a container joining another's
+    // namespaces shares its user namespace and lease), or an exclusive lease.
     let linux = spec.linux().as_ref().ok_or(crate::rewrite::RewriteError::NoLinux)?;
+    let peer = host::pod::peer(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
+    let lease_dir = env_path("NESTRUN_LEASE_DIR", subid::DEFAULT_LEASE_DIR);
+    let pool = || subid::ensure_pool(&env_path("NESTRUN_SUBUID", "/etc/subuid"), &env_path("NESTRUN_SUBGID", "/etc/subgid"), subid::DEFAULT_RANGES);
     if let Some(m) = linux.uid_mappings().as_ref().filter(|m| !m.is_empty()) {
         let (h, s) = crate::rewrite::userns::validate("uid", m)?;
         (facts.host_id, facts.id_size) = (h, s);
+    } else if let Some(p) = peer {
+        // Held by this member too, so the range outlives a sandbox deleted before it. A peer
+        // outside nestrun's pool (another runtime's container) holds no lease of ours.
+        rec.lease = subid::join(&lease_dir, pool()?, p.host_id, sdir)?;
+        tracing::info!(pid = p.pid, host_id = p.host_id, "pod member: joins the user namespace of the container whose namespaces it shares");
+        (facts.host_id, facts.id_size, facts.pod_userns) = (p.host_id, p.size, Some(p.userns));
     } else {
-        let pool = subid::ensure_pool(&env_path("NESTRUN_SUBUID", "/etc/subuid"), &env_path("NESTRUN_SUBGID", "/etc/subgid"), subid::DEFAULT_RANGES)?;
-        let lease = subid::acquire(&env_path("NESTRUN_LEASE_DIR", subid::DEFAULT_LEASE_DIR), pool, sdir, prefer)?;
+        let lease = subid::acquire(&lease_dir, pool()?, sdir, prefer)?;
         (facts.host_id, facts.id_size) = (lease.host_id, lease.size);
         rec.lease = Some(lease);
     }

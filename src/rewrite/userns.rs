@@ -59,6 +59,8 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if !nss.iter().any(|n| n.typ() == LinuxNamespaceType::User) {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::User);
+        // A pod member joins its pod's user namespace (the mappings above are that one's).
+        ns.set_path(facts.pod_userns.clone());
         nss.push(ns);
     }
     linux.set_namespaces(Some(nss));
@@ -81,6 +83,17 @@ mod tests {
         assert_eq!(l.uid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
         assert_eq!(l.gid_mappings().as_ref().unwrap(), &vec![map(0, 1 << 20, 65536)]);
         assert!(l.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+
+    #[test]
+    fn a_pod_member_joins_the_pods_user_namespace_with_its_mappings() {
+        let f = crate::facts::Facts { pod_userns: Some("/proc/42/ns/user".into()), host_id: 3 << 20, ..facts() };
+        let spec = rewrite(docker_like(), &f).unwrap();
+        let l = spec.linux().as_ref().unwrap();
+        let user = l.namespaces().as_ref().unwrap().iter().find(|n| n.typ() == LinuxNamespaceType::User).unwrap();
+        assert_eq!(user.path().as_deref(), Some(std::path::Path::new("/proc/42/ns/user")));
+        assert_eq!(l.uid_mappings().as_ref().unwrap(), &vec![map(0, 3 << 20, 65536)]);
+        assert_eq!(rewrite(spec.clone(), &f).unwrap(), spec, "idempotent");
     }
 
     #[test]

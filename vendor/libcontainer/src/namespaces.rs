@@ -186,11 +186,6 @@ impl Namespaces {
             && self.namespace_map.get(&flag).is_some_and(|ns| ns.path().is_some())
     }
 
-    /// nestrun patch: a user namespace is made (not joined by path).
-    pub fn new_userns(&self) -> bool {
-        self.namespace_map.get(&CloneFlags::CLONE_NEWUSER).is_some_and(|ns| ns.path().is_none())
-    }
-
     /// nestrun patch: join the namespaces of `joined_before_userns` (call before the user
     /// namespace is made). When that includes the network namespace and the spec mounts
     /// sysfs, the sysfs instance is made now, detached, (a sysfs mount needs CAP_SYS_ADMIN
@@ -202,7 +197,9 @@ impl Namespaces {
                 self.unshare_or_setns(ns)?;
             }
         }
-        if self.joined_before_userns(CloneFlags::CLONE_NEWNET) && self.new_userns() {
+        // Also when the user namespace is joined (a pod member, nestrun patch 12): its root has
+        // no more say over a network namespace the host's user namespace owns.
+        if self.joined_before_userns(CloneFlags::CLONE_NEWNET) {
             if let Some(m) = mounts.iter().find(|m| m.typ().as_deref() == Some("sysfs")) {
                 use crate::syscall::linux::*;
                 let opts = m.options().clone().unwrap_or_default();
@@ -229,7 +226,7 @@ impl Namespaces {
         sysctl: &collections::HashMap<String, String>,
         gid_mappings: &[oci_spec::runtime::LinuxIdMapping],
     ) -> Result<()> {
-        if !self.joined_before_userns(CloneFlags::CLONE_NEWNET) || !self.new_userns() {
+        if !self.joined_before_userns(CloneFlags::CLONE_NEWNET) {
             return Ok(());
         }
         let to_host = |g: u32| {

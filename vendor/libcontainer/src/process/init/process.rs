@@ -143,7 +143,7 @@ pub fn container_init_process(
             // nestrun patch: net.* ones were written before the user namespace when the
             // network namespace was joined then (`Namespaces::net_sysctls_before_userns`).
             let mut kernel_params = kernel_params.clone();
-            if ctx.ns.joined_before_userns(CloneFlags::CLONE_NEWNET) && ctx.ns.new_userns() {
+            if ctx.ns.joined_before_userns(CloneFlags::CLONE_NEWNET) {
                 kernel_params.retain(|k, _| !k.starts_with("net."));
             }
             sysctl(&kernel_params)?;
