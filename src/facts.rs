@@ -28,6 +28,10 @@ pub struct Facts {
     /// A pod member: the user namespace (`/proc/<pid>/ns/user` of the container whose
     /// namespaces its spec joins by path) it joins instead of getting one of its own.
     pub pod_userns: Option<PathBuf>,
+    /// A pod sandbox whose engine made its network namespace in the host's user namespace
+    /// (containerd 1.x): that namespace, whose interfaces move into the sandbox's own after
+    /// create (`host::podnet`).
+    pub pod_net_from: Option<PathBuf>,
     /// Host uid and gid that container root maps to, and the size of the range.
     pub host_id: u32,
     pub id_size: u32,
@@ -57,6 +61,13 @@ pub struct Facts {
     /// Where their nodes are: a host directory (nestrun's own tmpfs below the mount dir) with
     /// `fuse` and `tun` character devices owned by the container's root.
     pub dev_dir: Option<PathBuf>,
+}
+
+/// A pod's sandbox (pause) container, as containerd's CRI plugin and CRI-O mark it.
+pub fn is_pod_sandbox(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    let a = spec.annotations().as_ref();
+    let get = |k: &str| a.and_then(|a| a.get(k)).map(String::as_str);
+    get("io.kubernetes.cri.container-type") == Some("sandbox") || get("io.kubernetes.cri-o.ContainerType") == Some("sandbox")
 }
 
 /// Annotation keys (docker `--label` reaches the spec as annotations).

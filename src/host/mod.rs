@@ -7,6 +7,7 @@ pub mod inject;
 pub mod mountinfo;
 pub mod overlay;
 pub mod pod;
+pub mod podnet;
 
 use std::path::PathBuf;
 

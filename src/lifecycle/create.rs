@@ -136,6 +136,11 @@ fn create_in(
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
+        if let (Some(from), Some(pid)) = (facts.pod_net_from.as_ref(), container.pid()) {
+            let _t = crate::logging::step("adopt pod interfaces");
+            let plan = crate::host::podnet::adopt(from, pid.as_raw())?;
+            tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
+        }
         super::fault_point("created");
         if let Some(server) = server {
             let _t = crate::logging::step("attach emulated files");

@@ -92,6 +92,8 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         };
         if ns.path().as_ref().is_some_and(|p| same(p, &Path::new("/proc/self/ns").join(name))) {
             facts.host_namespace_paths.push(if name == "net" { "network".into() } else { "pid".into() });
+        } else if let Some(p) = ns.path().as_ref().filter(|p| name == "net" && crate::facts::is_pod_sandbox(spec) && host::podnet::host_owned(p)) {
+            facts.pod_net_from = Some(p.clone());
         }
     }
 

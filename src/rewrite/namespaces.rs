@@ -24,6 +24,13 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if !has(&nss, T::Pid) {
         return Err(RewriteError::HostNamespace("pid", "pid"));
     }
+    // A pod sandbox gets a network namespace of its own, inside its user namespace; the
+    // interfaces of the engine's move into it after create (host::podnet).
+    if facts.pod_net_from.is_some() {
+        for n in nss.iter_mut().filter(|n| n.typ() == T::Network) {
+            n.set_path(None);
+        }
+    }
     // The cgroup namespace is what lets the inner runtime mount cgroupfs; uts and ipc are
     // added when the engine shares the host's (sethostname would fail anyway in a userns,
     // but a private one makes the inner dockerd's hostname handling work).
@@ -56,6 +63,19 @@ mod tests {
         f.host_namespace_paths = vec!["network".into()];
         let err = rewrite(spec_with_ns(&[T::Pid, T::Network]), &f).unwrap_err();
         assert_eq!(err, RewriteError::HostNamespace("network", "network"));
+    }
+
+    #[test]
+    fn a_pod_sandbox_gets_its_own_network_namespace() {
+        let mut spec = spec_with_ns(&[T::Pid, T::Network]);
+        let nss = spec.linux_mut().as_mut().unwrap().namespaces_mut().as_mut().unwrap();
+        nss[1].set_path(Some("/run/netns/cni-1".into()));
+        let f = Facts { pod_net_from: Some("/run/netns/cni-1".into()), ..facts() };
+        let out = rewrite(spec.clone(), &f).unwrap();
+        let net = out.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().find(|n| n.typ() == T::Network).unwrap().clone();
+        assert_eq!(net.path(), &None);
+        let kept = rewrite(spec, &facts()).unwrap();
+        assert!(kept.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().any(|n| n.path().is_some()), "other paths are kept");
     }
 
     #[test]
