@@ -45,6 +45,9 @@ pub struct Facts {
     /// The runtime's own hard rlimits ("RLIMIT_NOFILE" → hard); without CAP_SYS_RESOURCE on
     /// the host no container limit can be raised above them.
     pub rlimit_hard: Vec<(String, u64)>,
+    /// Without CAP_SYS_RESOURCE the runtime cannot give the container an oom_score_adj below
+    /// its own (EACCES): its own value then, the lowest the container can get.
+    pub oom_score_adj_floor: Option<i32>,
     /// Namespace types (e.g. "network") whose `path` in the spec is the host's own namespace
     /// (docker 20.10 sends `--network host` as a path to the host's netns).
     pub host_namespace_paths: Vec<String>,

@@ -75,6 +75,9 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let (fuse, tun) = crate::facts::requested_devices(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
     facts.runtime_caps = runtime_caps();
     facts.rlimit_hard = rlimit_hard();
+    if !facts.runtime_caps.iter().any(|c| c == "CAP_SYS_RESOURCE") {
+        facts.oom_score_adj_floor = std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|v| v.trim().parse().ok());
+    }
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let modules = Path::new("/lib/modules").join(&release);
     facts.lib_modules = modules.is_dir().then_some(modules);

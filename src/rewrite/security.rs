@@ -163,6 +163,14 @@ pub fn process_privileges(process: &mut libcontainer::oci_spec::runtime::Process
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
     process_privileges(process, &facts.runtime_caps, &facts.rlimit_hard);
+    // Clamped like the rlimits: a pod sandbox asks for -998 (kubelet), which a runtime without
+    // CAP_SYS_RESOURCE cannot give (runc fails the create unless containerd restricts it).
+    if let (Some(adj), Some(floor)) = (process.oom_score_adj(), facts.oom_score_adj_floor) {
+        if adj < floor {
+            tracing::warn!("oomScoreAdj {adj} clamped to {floor}: the runtime lacks CAP_SYS_RESOURCE to go below its own");
+            process.set_oom_score_adj(Some(floor));
+        }
+    }
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
     let profile = match linux.seccomp().clone() {
         Some(p) if allows(p.default_action()) => deny_host_calls(p),
@@ -182,6 +190,17 @@ mod tests {
 
     fn names(p: &LinuxSeccomp, action: LinuxSeccompAction) -> Vec<String> {
         p.syscalls().as_ref().unwrap().iter().filter(|r| r.action() == action && r.args().as_ref().is_none_or(|a| a.is_empty())).flat_map(|r| r.names().clone()).collect()
+    }
+
+    #[test]
+    fn oom_score_adj_below_the_runtimes_own_is_clamped_without_cap_sys_resource() {
+        let mut spec = docker_like();
+        spec.process_mut().as_mut().unwrap().set_oom_score_adj(Some(-998));
+        let f = Facts { oom_score_adj_floor: Some(0), ..facts() };
+        assert_eq!(rewrite(spec.clone(), &f).unwrap().process().as_ref().unwrap().oom_score_adj(), Some(0));
+        assert_eq!(rewrite(spec.clone(), &facts()).unwrap().process().as_ref().unwrap().oom_score_adj(), Some(-998), "with the capability it is kept");
+        spec.process_mut().as_mut().unwrap().set_oom_score_adj(Some(500));
+        assert_eq!(rewrite(spec, &f).unwrap().process().as_ref().unwrap().oom_score_adj(), Some(500), "raising needs nothing");
     }
 
     #[test]
