@@ -66,6 +66,11 @@ pub struct Facts {
     pub dev_dir: Option<PathBuf>,
 }
 
+/// A container of a Kubernetes pod (sandbox or app container), as the CRI engines mark it.
+pub fn is_cri(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    spec.annotations().as_ref().is_some_and(|a| a.contains_key("io.kubernetes.cri.container-type") || a.contains_key("io.kubernetes.cri-o.ContainerType"))
+}
+
 /// A pod's sandbox (pause) container, as containerd's CRI plugin and CRI-O mark it.
 pub fn is_pod_sandbox(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
     let a = spec.annotations().as_ref();

@@ -27,6 +27,8 @@ pub(crate) mod testutil;
 pub enum RewriteError {
     #[error("the container asks for the host's {0} namespace; nestrun refuses host namespaces (drop --{1}=host)")]
     HostNamespace(&'static str, &'static str),
+    #[error("the pod asks for the host's {0} namespace; nestrun refuses host namespaces (drop {1}: true)")]
+    PodHostNamespace(&'static str, &'static str),
     #[error("linux.{kind}Mappings: {msg}")]
     BadMapping { kind: &'static str, msg: String },
     #[error("config.json has no linux section")]

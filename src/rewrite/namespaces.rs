@@ -9,9 +9,20 @@ use super::RewriteError;
 use crate::facts::Facts;
 
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+    let cri = crate::facts::is_cri(&spec);
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
     let mut nss = linux.namespaces().clone().unwrap_or_default();
     let has = |nss: &Vec<LinuxNamespace>, t: T| nss.iter().any(|n| n.typ() == t);
+    // A Kubernetes pod is told in its own words (hostNetwork, hostPID, hostIPC); a CRI spec
+    // without an ipc namespace is a hostIPC pod (docker's --ipc=host gets a private one).
+    if cri {
+        let host_path = |t: &str| facts.host_namespace_paths.iter().any(|h| h == t);
+        for (t, name, field) in [(T::Network, "network", "hostNetwork"), (T::Pid, "pid", "hostPID"), (T::Ipc, "ipc", "hostIPC")] {
+            if !has(&nss, t) || host_path(name) {
+                return Err(RewriteError::PodHostNamespace(name, field));
+            }
+        }
+    }
     if facts.host_namespace_paths.iter().any(|t| t == "network") {
         return Err(RewriteError::HostNamespace("network", "network"));
     }
@@ -63,6 +74,20 @@ mod tests {
         f.host_namespace_paths = vec!["network".into()];
         let err = rewrite(spec_with_ns(&[T::Pid, T::Network]), &f).unwrap_err();
         assert_eq!(err, RewriteError::HostNamespace("network", "network"));
+    }
+
+    #[test]
+    fn host_namespace_pods_are_refused_naming_the_pod_field() {
+        let cri = |types: &[T]| {
+            let mut s = spec_with_ns(types);
+            s.set_annotations(Some([("io.kubernetes.cri.container-type".to_string(), "sandbox".to_string())].into()));
+            rewrite(s, &facts()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(cri(&[T::Pid, T::Ipc]), Err("the pod asks for the host's network namespace; nestrun refuses host namespaces (drop hostNetwork: true)".into()));
+        assert_eq!(cri(&[T::Network, T::Ipc]).unwrap_err(), "the pod asks for the host's pid namespace; nestrun refuses host namespaces (drop hostPID: true)");
+        assert_eq!(cri(&[T::Network, T::Pid]).unwrap_err(), "the pod asks for the host's ipc namespace; nestrun refuses host namespaces (drop hostIPC: true)");
+        assert_eq!(cri(&[T::Network, T::Pid, T::Ipc]), Ok(()));
+        assert!(rewrite(spec_with_ns(&[T::Network, T::Pid]), &facts()).is_ok(), "docker's --ipc=host gets a private one");
     }
 
     #[test]
