@@ -22,6 +22,9 @@ pub fn run(_: liboci_cli::Features) -> Result<()> {
             "apparmor": { "enabled": true },
             "selinux": { "enabled": true },
             "intelRdt": { "enabled": false },
+            // What containerd 2.x reads before it sends a pod with `hostUsers: false` to a
+            // handler (as runc >= 1.2 reports): ID-mapped mounts of the container's volumes.
+            "mountExtensions": { "idmap": { "enabled": true } },
         },
         "annotations": {
             "io.nestrun.mode": "system (default) or plain: run the bundle exactly as written",
