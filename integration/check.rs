@@ -23,6 +23,8 @@ fn check_reports_this_hosts_features() {
     assert_eq!(item("fuse over io_uring")["ok"], uring.trim() == "Y");
     assert_eq!(item("fuse")["ok"], Path::new("/dev/fuse").exists());
     assert_eq!(item("cgroups")["ok"], !cgroup_mounts.is_empty());
+    let ip = Command::new("sh").args(["-c", "command -v ip"]).output().unwrap();
+    assert_eq!(item("pod networking (CRI)")["ok"], ip.status.success(), "{:?}", item("pod networking (CRI)"));
     let required_ok = items.iter().filter(|i| i["required"] == true).all(|i| i["ok"] == true);
     assert_eq!(out.status.code(), Some(if required_ok { 0 } else { 1 }), "{items:?}");
 }
