@@ -187,3 +187,27 @@ fn multi_layer_image_keeps_every_layer() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(o.stdout, "two\nthree\nkeep\n1000:1001 4755\ntwo\nmore\n", "stderr: {}", o.stderr);
 }
+
+/// `docker cp` and a running system container: the engine's overlay shares its upper dir with
+/// nestrun's (ID-mapped) one, so nestrun covers the engine's rootfs path with a read-only view
+/// of its own. Copying out reads what the container wrote; copying in fails loudly instead of
+/// landing as host root (shown as nobody inside) or hitting ESTALE. Nothing stays mounted.
+#[test]
+fn docker_cp_out_reads_the_container_and_cp_in_fails_loudly() {
+    need_engines!("docker_cp_out_reads_the_container_and_cp_in_fails_loudly");
+    let c = Ctr::sleeper("cp");
+    c.sh("mkdir -p /root/out && echo made-inside > /root/out/f && chmod 600 /root/out/f").ok();
+    let dir = tempdir("cp");
+    let out = dir.path.join("out");
+    docker(&["cp", &format!("{}:/root/out", c.name), out.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), "made-inside\n");
+    let src = dir.path.join("in");
+    std::fs::write(&src, "from-host\n").unwrap();
+    let o = docker(&["cp", src.to_str().unwrap(), &format!("{}:/root/in", c.name)]);
+    assert_ne!(o.code, 0, "docker cp into a running system container must fail, not write as host root: {o:?}");
+    assert!(o.stderr.contains("read-only file system"), "{o:?}");
+    assert!(c.exec(&["cat", "/root/in"]).code != 0, "nothing was written");
+    let merged = c.inspect("{{.GraphDriver.Data.MergedDir}}");
+    drop(c);
+    assert!(mounts_containing(&merged).is_empty(), "the cover of {merged} is gone with the container");
+}

@@ -52,6 +52,9 @@ pub struct Record {
     pub data_persistent: bool,
     /// Work dirs of nestrun's own rebuilt overlays (beside the engine's upper dir).
     pub work_dirs: Vec<PathBuf>,
+    /// The engine's rootfs path covered read-only with nestrun's overlay, and that cover's
+    /// device (see `host::overlay::cover`).
+    pub engine_cover: Option<(PathBuf, u64)>,
     pub fuse_pid: Option<i32>,
     pub fuse_mount: Option<PathBuf>,
 }

@@ -185,6 +185,33 @@ fn own_or_engine_work(u: &Path, engine_work: &Path, work: Option<&Path>, host_id
     })
 }
 
+/// The engine's own overlay at `engine_rootfs` shares its upper dir with nestrun's rebuilt one:
+/// writes through both (an engine's `docker cp` into a running container) are undefined for
+/// overlayfs (ESTALE seen) and land as host root, which the container sees as nobody. It is
+/// covered with a read-only bind of nestrun's overlay: copies out read what the container
+/// sees, copies in fail loudly ("read-only file system") instead of corrupting. Returns the
+/// device of the cover, which `uncover` checks before it unmounts anything.
+pub fn cover(engine_rootfs: &Path, own: &Path) -> Result<u64, HostError> {
+    let dev = std::fs::metadata(own).map_err(super::io("stat", own))?.dev();
+    mount(Some(own), engine_rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(super::sys("cover engine rootfs", engine_rootfs))?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(None::<&str>, engine_rootfs, None::<&str>, ro, None::<&str>) {
+        super::unmount(engine_rootfs);
+        return Err(super::sys("make read-only", engine_rootfs)(e));
+    }
+    Ok(dev)
+}
+
+/// Removes the cover(s) made by `cover` (never the engine's own mount below them).
+pub fn uncover(engine_rootfs: &Path, dev: u64) {
+    for _ in 0..4 {
+        match std::fs::metadata(engine_rootfs) {
+            Ok(m) if m.dev() == dev => super::unmount(engine_rootfs),
+            _ => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,12 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
             target
         }
     });
+    if let (Some(_), Some(own)) = (&layers, &facts.rootfs) {
+        let dev = std::fs::metadata(own).map(|m| m.dev()).map_err(host::io("stat", own))?;
+        rec.engine_cover = Some((rootfs.to_path_buf(), dev));
+        save(rec, sdir)?;
+        overlay::cover(rootfs, own)?;
+    }
     super::fault_point("rootfs");
     // Data dirs live beside the engine's upper dir when there is one: they then persist across
     // stop/start like the container's own layer, and go with it when the engine removes the

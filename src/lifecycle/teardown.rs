@@ -80,6 +80,9 @@ pub fn teardown(root: &Path, id: &str) {
         kill_and_wait_empty(cg);
         cgroup::remove_tree(cg, true);
     }
+    if let Some((path, dev)) = &rec.engine_cover {
+        host::overlay::uncover(path, *dev);
+    }
     clear_mounts(&sidecar::mnt_dir(root, id));
     for w in rec.work_dirs.iter().filter(|w| crate::host::overlay::is_own_work(w)) {
         if let Err(e) = std::fs::remove_dir_all(w) {
