@@ -414,4 +414,14 @@ fn odd_but_valid_configs_work() {
     let i = id("deep");
     e.create(&i).ok();
     e.delete_leaves_nothing(&i);
+    // No PATH in the process's env (a CRI pause image without ENV PATH): runs, as under runc.
+    std::fs::write(e.config(), text).unwrap();
+    e.edit(|c| c["process"]["env"] = json!(["TERM=xterm"]));
+    for args in [json!(["/bin/echo", "absolute"]), json!(["echo", "looked-up"])] {
+        e.edit(|c| c["process"]["args"] = args.clone());
+        let i = e.run_id("nopath");
+        let o = e.cli(&["run", "--bundle", e.bundle.to_str().unwrap(), &i]).ok();
+        assert_eq!(o.out(), args[1].as_str().unwrap(), "{o:?}");
+        e.delete_leaves_nothing(&i);
+    }
 }

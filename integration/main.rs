@@ -9,6 +9,7 @@ pub mod util;
 mod badinput;
 mod check;
 mod concurrency;
+mod cri;
 mod ctr;
 mod diskfull;
 mod leaks;

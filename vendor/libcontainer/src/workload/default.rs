@@ -63,14 +63,15 @@ impl Executor for DefaultExecutor {
 
         if let Some(args) = proc.args() {
             let envs: Vec<String> = proc.env().as_ref().unwrap_or(&vec![]).clone();
-            let path_vars: Vec<&String> = envs.iter().filter(|&e| e.starts_with("PATH=")).collect();
-            if path_vars.is_empty() {
-                tracing::error!("PATH environment variable is not set");
-                Err(ExecutorValidationError::ArgValidationError(
-                    "PATH environment variable is not set".into(),
-                ))?;
-            }
-            let path_var = path_vars[0].trim_start_matches("PATH=");
+            // nestrun patch 13: without PATH in the process's env the executable is looked up
+            // in the usual default one (an absolute args[0] needs none), as runc does; upstream
+            // refused the spec ("PATH environment variable is not set": a CRI pause image
+            // without ENV PATH could not start).
+            const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+            let path_var = envs
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
             match get_executable_path(&args[0], path_var) {
                 None => {
                     tracing::error!(

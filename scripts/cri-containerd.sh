@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# Usage: scripts/cri-containerd.sh start|stop|restart|status|env|import [TAR|IMAGE...]
+#
+# A private containerd with the CRI plugin, for nestrun's Kubernetes tests (integration/cri.rs,
+# driven through scripts/cri.py as kubelet drives the CRI). Separate from any system containerd,
+# from scripts/containerd.sh's (which has no CRI) and from the test dockerd:
+#   root     $NESTRUN_TEST_DIR/cri          (default /var/lib/nestrun-test/cri)
+#   state    $NESTRUN_TEST_RUNDIR/cri       (default /run/nestrun-test/cri; netns mounts too)
+#   socket   $NESTRUN_TEST_RUNDIR/cri/containerd.sock
+#   log      $NESTRUN_TEST_LOGDIR/nestrun-test-cri-containerd.log
+#   CNI      conf dir $NESTRUN_TEST_RUNDIR/cri-cni: bridge nrcri0 + host-local 10.88.77.0/24
+#            (network nestrun-cri, no gateway, no masquerade), plugins in /usr/lib/cni
+#   runtime handlers  runc     runc, root /run/nestrun-test/cri-runc
+#                     nested   $NESTRUN_BIN, root /run/nestrun-test/cri-nestrun
+#   sandbox image     docker.io/nestrun-test/pause:latest, built from integration/pause.c
+#                     (gcc -static) as an OCI archive and imported into namespace k8s.io
+#   client   $NESTRUN_TEST_DIR/cri-venv: python venv with PyPI container-runtime-interface-api
+#   start    installs what it needs (apt: containerd containernetworking-plugins python3-venv
+#            ...; pip into the venv), no-op if running; waits until the CRI says ready
+#   stop     removes every pod through the CRI, stops containerd, then clears what may be
+#            left: containers of both runtimes, shims, mounts under state, the bridge,
+#            CNI allocations/results of network nestrun-cri, the pods' cgroup parents
+#            and pod logs ($NESTRUN_TEST_DIR/cri-logs); the root (images) stays
+#   env      prints `export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=... NESTRUN_CRI_PYTHON=...`
+#   import   imports `docker save` tarballs into namespace k8s.io; arguments that are not
+#            files are image names exported from the test dockerd ($DOCKER_HOST, default
+#            scripts/dockerd.sh's). Without arguments: nestrun-test/busybox:latest.
+# By hand:  eval "$(scripts/cri-containerd.sh env)"; "$NESTRUN_CRI_PYTHON" scripts/cri.py Version
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+ROOT="$NESTRUN_TEST_DIR/cri"
+STATE="$NESTRUN_TEST_RUNDIR/cri"
+SOCK="$STATE/containerd.sock"
+PIDFILE="$NESTRUN_TEST_RUNDIR/cri-containerd.pid"
+CONFIG="$NESTRUN_TEST_RUNDIR/cri-containerd.toml"
+CNI_CONF="$NESTRUN_TEST_RUNDIR/cri-cni"
+LOGFILE="$NESTRUN_TEST_LOGDIR/nestrun-test-cri-containerd.log"
+RUNC_ROOT="$NESTRUN_TEST_RUNDIR/cri-runc"
+NESTED_ROOT="$NESTRUN_TEST_RUNDIR/cri-nestrun"
+VENV="$NESTRUN_TEST_DIR/cri-venv"
+PY="$VENV/bin/python"
+CRI_PY="$NESTRUN_REPO/scripts/cri.py"
+NET=nestrun-cri
+BRIDGE=nrcri0
+SUBNET=10.88.77.0/24
+PAUSE_IMAGE=docker.io/nestrun-test/pause:latest
+# bump when pause_image() changes what goes into the image (its archive is cached)
+PAUSE_RECIPE=2
+# the pods' cgroup parents (integration/cri.rs: /nestrun-test-cri/pod<uid>, as kubelet's /kubepods/...)
+CGROUP_PARENT=nestrun-test-cri
+NS=k8s.io
+CRI_API_VERSION=2.0.1
+# integration/cri.rs's pods log here (log_directory <dir>/<pod uid>)
+POD_LOGS="$NESTRUN_TEST_DIR/cri-logs"
+
+ctr_() { ctr --address "$SOCK" -n "$NS" "$@"; }
+answering() { timeout 10 ctr --address "$SOCK" version >/dev/null 2>&1; }
+cri() { timeout 300 "$PY" "$CRI_PY" --address "$SOCK" "$@"; }
+
+deps() {
+  NESTRUN_EXTRA_PKGS="containernetworking-plugins python3-venv libc6-dev gcc ${NESTRUN_EXTRA_PKGS:-}" \
+    "$NESTRUN_REPO/scripts/install-deps.sh"
+  if ! "$PY" -c 'import grpc, cri_api.v1.api_pb2' 2>/dev/null; then
+    log "making the CRI client venv $VENV (pip: container-runtime-interface-api==$CRI_API_VERSION)"
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "container-runtime-interface-api==$CRI_API_VERSION"
+  fi
+}
+
+# pause_image: prints the path of the OCI archive of the pause image (built when missing)
+pause_image() {
+  local src="$NESTRUN_REPO/integration/pause.c" sha out w arch
+  sha=$(sha256sum "$src" | cut -c1-12)
+  out="$NESTRUN_IMAGE_CACHE/pause-oci-v$PAUSE_RECIPE-$sha.tar"
+  if [[ ! -s "$out" ]]; then
+    mkdir -p "$NESTRUN_IMAGE_CACHE"
+    w=$(mktemp -d /var/tmp/nestrun-pause.XXXXXX)
+    mkdir -p "$w/root"/{dev,proc,sys,etc} "$w/oci/blobs/sha256"
+    gcc -static -O2 -Wall -o "$w/root/pause" "$src"
+    strip "$w/root/pause"
+    tar --numeric-owner --owner=0 --group=0 --sort=name --mtime='2020-01-01 00:00Z' -C "$w/root" -cf "$w/layer.tar" .
+    arch=$(dpkg --print-architecture)
+    blob() { # blob FILE -> prints "sha256:<hex> <size>" after storing it
+      local h; h=$(sha256sum "$1" | cut -d' ' -f1)
+      cp "$1" "$w/oci/blobs/sha256/$h"
+      echo "sha256:$h $(stat -c %s "$1")"
+    }
+    local ld ls cd cs md ms
+    read -r ld ls < <(blob "$w/layer.tar")
+    printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["/pause"],"User":"65535:65535","WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]}}' \
+      "$arch" "$ld" >"$w/config.json"
+    read -r cd cs < <(blob "$w/config.json")
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
+      "$cd" "$cs" "$ld" "$ls" >"$w/manifest.json"
+    read -r md ms < <(blob "$w/manifest.json")
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"%s","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' \
+      "$md" "$ms" "$arch" "$PAUSE_IMAGE" >"$w/oci/index.json"
+    echo '{"imageLayoutVersion":"1.0.0"}' >"$w/oci/oci-layout"
+    tar --numeric-owner --owner=0 --group=0 --sort=name --mtime='2020-01-01 00:00Z' -C "$w/oci" -cf "$out.tmp" .
+    mv -f "$out.tmp" "$out"
+    rm -rf "$w"
+    log "built $out"
+  fi
+  echo "$out"
+}
+
+write_config() {
+  mkdir -p "$CNI_CONF"
+  cat >"$CNI_CONF/10-$NET.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$NET",
+  "plugins": [
+    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": false, "ipMasq": false, "hairpinMode": true,
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$SUBNET" }]] } },
+    { "type": "loopback" }
+  ]
+}
+JSON
+  cat >"$CONFIG" <<TOML
+version = 2
+root = "$ROOT"
+state = "$STATE"
+
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$ROOT/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CNI_CONF"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "runc"
+        Root = "$RUNC_ROOT"
+        SystemdCgroup = false
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nested]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nested.options]
+        BinaryName = "$NESTRUN_BIN"
+        Root = "$NESTED_ROOT"
+        SystemdCgroup = false
+TOML
+}
+
+start() {
+  deps
+  local pid tar fresh=0
+  tar=$(pause_image)
+  if pid=$(pid_alive "$PIDFILE") && answering; then
+    log "already running (pid $pid)"
+  else
+    if [[ -z "${pid:-}" ]]; then
+      rm -f "$PIDFILE" "$SOCK" "$SOCK.ttrpc"
+      mkdir -p "$ROOT" "$STATE" "$NESTRUN_TEST_LOGDIR"
+      write_config
+      echo "=== $(date -Is) starting containerd --config $CONFIG" >>"$LOGFILE"
+      setsid /usr/bin/containerd --config "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 &
+      echo $! >"$PIDFILE"
+      fresh=1
+      log "started CRI containerd (pid $!)"
+    fi
+    local i
+    for ((i = 0; i < 60; i++)); do
+      answering && break
+      pid_alive "$PIDFILE" >/dev/null || break
+      sleep 0.5
+    done
+    if ! answering; then
+      log "CRI containerd did not answer; last log lines:"
+      tail -n 30 "$LOGFILE" >&2 || true
+      return 1
+    fi
+  fi
+  ctr_ images import "$tar" >/dev/null
+  if ! cri wait 30 >/dev/null; then
+    log "the CRI is not ready; last log lines:"
+    tail -n 30 "$LOGFILE" >&2 || true
+    return 1
+  fi
+  if [[ "$fresh" == 1 ]]; then
+    # a fresh containerd: pods recorded by an earlier one that was killed are stale
+    cri cleanup >/dev/null || log "warning: removing stale pods failed"
+  fi
+  log "ready: NESTRUN_CRI_ADDRESS=$SOCK (handlers runc, nested=$NESTRUN_BIN)"
+}
+
+# rmdir_tree DIR: remove an empty directory tree (cgroup dirs), leaves first
+rmdir_tree() {
+  [[ -d "$1" ]] || return 0
+  find "$1" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+}
+
+stop() {
+  local pid
+  if pid=$(pid_alive "$PIDFILE"); then
+    if answering && [[ -x "$PY" ]]; then
+      cri cleanup >&2 || log "warning: removing the pods through the CRI failed"
+    fi
+    log "stopping CRI containerd (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_pid_exit "$pid" 20; then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_pid_exit "$pid" 5 || true
+    fi
+  else
+    log "not running"
+  fi
+  rm -f "$PIDFILE" "$SOCK" "$SOCK.ttrpc"
+  # containers the CRI did not remove: ask their runtimes, then end their shims
+  local r bin id sandboxes=()
+  for id in "$ROOT"/io.containerd.grpc.v1.cri/sandboxes/* "$STATE"/io.containerd.grpc.v1.cri/sandboxes/*; do
+    [[ -e "$id" ]] && sandboxes+=("$(basename "$id")")
+  done
+  for r in "runc:$RUNC_ROOT/$NS" "$NESTRUN_BIN:$NESTED_ROOT/$NS"; do
+    bin=${r%%:*}
+    [[ -d "${r#*:}" && -x "$(command -v "$bin")" ]] || continue
+    for id in $("$bin" --root "${r#*:}" list -q 2>/dev/null); do
+      log "leftover container $id ($bin): delete --force"
+      "$bin" --root "${r#*:}" delete --force "$id" >&2 || true
+    done
+  done
+  for pid in $(pgrep -f -- "-address $SOCK( |\$)" || true); do
+    log "leftover shim $pid: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # mounts under the state and root dirs (netns, shm, rootfs), deepest first
+  local m
+  while read -r m; do
+    [[ -z "$m" ]] || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v s="$STATE/" -v r="$ROOT/" 'index($5, s) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  if awk -v s="$STATE/" 'index($5, s) == 1 {found = 1} END {exit !found}' /proc/self/mountinfo; then
+    log "warning: mounts left under $STATE; not removing it"
+  else
+    rm -rf "$STATE" "$RUNC_ROOT" "$NESTED_ROOT"
+  fi
+  ip link del "$BRIDGE" 2>/dev/null || true
+  rm -rf "/var/lib/cni/networks/$NET" "$CNI_CONF" "$CONFIG" "$POD_LOGS"
+  rm -f /var/lib/cni/results/"$NET"-*
+  # containerd's own loopback network caches its results as cni-loopback-<sandbox id>-lo
+  for id in "${sandboxes[@]}"; do
+    rm -f /var/lib/cni/results/cni-loopback-"$id"-*
+  done
+  rmdir /var/lib/cni/networks /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  local c
+  for c in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+    rmdir_tree "$c"
+  done
+}
+
+status() {
+  local pid
+  if pid=$(pid_alive "$PIDFILE") && answering; then
+    echo "running (pid $pid) NESTRUN_CRI_ADDRESS=$SOCK"
+    return 0
+  fi
+  echo "not running"
+  return 3
+}
+
+import() {
+  answering || die "CRI containerd not running (scripts/cri-containerd.sh start)"
+  [[ $# -gt 0 ]] || set -- nestrun-test/busybox:latest
+  local a tmp
+  for a in "$@"; do
+    if [[ -f "$a" ]]; then
+      ctr_ images import "$a" >/dev/null
+      log "imported $a"
+    else
+      tmp=$(mktemp /var/tmp/nestrun-cri-import.XXXXXX)
+      DOCKER_HOST=${DOCKER_HOST:-$NESTRUN_DOCKER_HOST} "$DOCKER_CLI" save -o "$tmp" "$a"
+      ctr_ images import "$tmp" >/dev/null
+      rm -f "$tmp"
+      log "imported $a (as docker.io/$a in namespace $NS)"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  status) status ;;
+  env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS" ;;
+  import) shift; import "$@" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
+esac
