@@ -14,6 +14,7 @@ mod ctr;
 mod diskfull;
 mod leaks;
 mod docker;
+mod docker28;
 mod inner;
 mod nesting;
 mod podman;

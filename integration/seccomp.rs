@@ -13,7 +13,7 @@ const PROBE_NRS: [&str; 5] = ["452", "460", "999", "174", "246"];
 const EXPECTED: &str = "452 ENOSYS\n460 ENOSYS\n999 ENOSYS\n174 EPERM\n246 EPERM";
 
 /// integration/enosys.c built static into a fresh directory.
-fn probe_dir() -> TempDir {
+pub(crate) fn probe_dir() -> TempDir {
     let dir = tempdir("enosys");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/enosys.c");
     let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.path.join("enosys")).arg(&src).output();
