@@ -7,9 +7,9 @@ use crate::util::*;
 
 const ROOT: &str = "/var/lib/nestrun-test/podman";
 const RUNROOT: &str = "/run/nestrun-test/podman";
-const IMAGE: &str = "localhost/nestrun-test/busybox:latest";
+pub(crate) const IMAGE: &str = "localhost/nestrun-test/busybox:latest";
 
-fn podman(args: &[&str]) -> Out {
+pub(crate) fn podman(args: &[&str]) -> Out {
     let mut c = Command::new("podman");
     c.args(["--root", ROOT, "--runroot", RUNROOT, "--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
     c.args(["--runtime", env!("CARGO_BIN_EXE_nestrun")]);
@@ -19,7 +19,7 @@ fn podman(args: &[&str]) -> Out {
 
 /// Load the busybox image from the test dockerd once (podman load is not concurrency-safe
 /// with itself on a fresh store).
-fn ensure_image() {
+pub(crate) fn ensure_image() {
     static LOADED: Mutex<bool> = Mutex::new(false);
     let mut done = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if *done {

@@ -1,16 +1,18 @@
 //! Syscalls newer than the container's seccomp profile get ENOSYS, as under runc (libcontainer
 //! patch 11): glibc >= 2.39 and Go try `fchmodat2`, `clone3`, ... first and fall back to the
 //! older call only on ENOSYS. A static probe (integration/enosys.c) calls syscall numbers
-//! above every profile's highest (452 fchmodat2, 460 lsm_set_self_attr, 999 none), one the
-//! engines do not list (174 create_module: the default action) and one nestrun's system mode
-//! lists and denies (246 kexec_load), under each engine's default profile, with runc beside.
+//! above every profile's highest (451 cachestat, 453 map_shadow_stack, 460 lsm_set_self_attr,
+//! 999 none), one the engines do not list (174 create_module: the default action) and one
+//! nestrun's system mode lists and denies (246 kexec_load), under each engine's default
+//! profile, with runc beside. 452 (fchmodat2) is allowed in system mode with fchmodat
+//! (rewrite/newsyscalls.rs); 451 keeps ENOSYS there through a rule of its own.
 use serde_json::json;
 
 use crate::badinput::{is_root, Env};
 use crate::util::*;
 
-const PROBE_NRS: [&str; 5] = ["452", "460", "999", "174", "246"];
-const EXPECTED: &str = "452 ENOSYS\n460 ENOSYS\n999 ENOSYS\n174 EPERM\n246 EPERM";
+const PROBE_NRS: [&str; 6] = ["451", "453", "460", "999", "174", "246"];
+const EXPECTED: &str = "451 ENOSYS\n453 ENOSYS\n460 ENOSYS\n999 ENOSYS\n174 EPERM\n246 EPERM";
 
 /// integration/enosys.c built static into a fresh directory.
 pub(crate) fn probe_dir() -> TempDir {
@@ -44,6 +46,9 @@ fn new_syscalls_get_enosys_under_dockers_profile() {
     }
     assert_eq!(outs[0], EXPECTED, "runc under docker's default profile");
     assert_eq!(outs[1], outs[0], "nested must answer as runc does");
+    // fchmodat2 goes with fchmodat in a system container (its NULL path: EFAULT, not ENOSYS).
+    let o = docker(&["run", "--rm", "--runtime", "nested", "-v", &vol, BUSYBOX, "/t/enosys", "452"]).ok();
+    assert_eq!(o.out(), "452 EFAULT", "{o:?}");
 }
 
 /// containerd's default profile (`ctr run --seccomp`) in both of nestrun's modes, and runc.
@@ -112,3 +117,23 @@ const STARTUP: &[&str] = &[
     "accept4", "accept", "socket", "bind", "listen", "connect", "getsockopt", "setsockopt",
     "shutdown", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
 ];
+
+/// podman's default profile (podman 4.3 here), nested system mode against runc.
+#[test]
+fn new_syscalls_get_enosys_under_podmans_profile() {
+    need_engines!("new_syscalls_get_enosys_under_podmans_profile");
+    crate::podman::ensure_image();
+    let dir = probe_dir();
+    let vol = format!("{}:/t:ro", dir.path.display());
+    // runc cannot give podman's default RLIMIT_NOFILE and RLIMIT_NPROC on a host without
+    // CAP_SYS_RESOURCE in the bounding set: both get the same lower one.
+    let args = ["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "-v", &vol, crate::podman::IMAGE, "sh", "-c", &probe_cmd()];
+    let nested = crate::podman::podman(&args).ok();
+    let mut c = std::process::Command::new("podman");
+    c.args(["--root", "/var/lib/nestrun-test/podman", "--runroot", "/run/nestrun-test/podman", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"]);
+    c.args(args);
+    let runc = run_cmd(c, std::time::Duration::from_secs(120)).ok();
+    // podman's profile answers ENOSYS by default (defaultErrnoRet 38): 174 too.
+    assert_eq!(runc.out(), EXPECTED.replace("174 EPERM", "174 ENOSYS"), "runc under podman's default profile");
+    assert_eq!(nested.out(), runc.out(), "nested answers as runc does");
+}

@@ -14,6 +14,7 @@ mod devices;
 mod namespaces;
 mod procfs;
 mod rootfs;
+pub mod newsyscalls;
 pub mod security;
 mod systemd;
 pub mod userns;
