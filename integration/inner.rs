@@ -10,23 +10,9 @@ use crate::util::*;
 
 pub const DIND_TRIXIE: &str = "nestrun-test/dind-trixie:latest";
 
-/// A nested trixie DinD whose inner dockerd answers. Fails (never skips) when the image is
-/// missing: scripts/build-images.sh builds it with debootstrap from the Debian mirror.
+/// A nested trixie DinD whose inner dockerd answers (fails when the image is missing).
 pub fn start_trixie(test: &str, extra: &[&str]) -> Ctr {
-    let have = docker(&["image", "inspect", "-f", "ok", DIND_TRIXIE]);
-    assert_eq!(
-        have.code, 0,
-        "{DIND_TRIXIE} is missing: scripts/build-images.sh builds it with debootstrap (Debian trixie from deb.debian.org or $NESTRUN_DEBIAN_MIRROR); see its warnings"
-    );
-    let mut args = extra.to_vec();
-    args.push(DIND_TRIXIE);
-    let c = Ctr::start(test, &args);
-    let o = c.exec(&["dind-wait", "120"]);
-    if o.code != 0 {
-        let logs = docker(&["logs", "--tail", "40", &c.name]);
-        panic!("inner dockerd of {} not ready: {o:?}\ncontainer logs:\n{}{}", c.name, logs.stdout, logs.stderr);
-    }
-    c
+    start_debian_dind(test, DIND_TRIXIE, extra)
 }
 
 /// The hex value of a `Cap...:` line of a /proc/<pid>/status text.
@@ -128,6 +114,11 @@ fn port_publishing(flavour: &str, version_word: &str) {
     let c = start_trixie(&format!("inner-port-{flavour}"), &["-e", &format!("DIND_IPTABLES={flavour}")]);
     let v = c.exec(&["iptables", "-V"]).ok();
     assert!(v.stdout.contains(version_word), "iptables backend: {v:?}");
+    assert_port_published(&c);
+}
+
+/// The checks of port_publishing in a running nested DinD `c` (its inner dockerd answers).
+pub fn assert_port_published(c: &Ctr) {
     c.exec(&["docker", "run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", "mkdir /www && echo hello-from-inner > /www/index.html && exec httpd -f -p 80 -h /www"]).ok();
     let get = |host: &str| c.exec(&["busybox", "wget", "-qO-", "-T", "5", &format!("http://{host}:8080/")]);
     assert!(wait_for(30, || get("127.0.0.1").out() == "hello-from-inner"), "127.0.0.1:8080: {:?}", get("127.0.0.1"));

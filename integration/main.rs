@@ -21,5 +21,6 @@ mod podman;
 mod proc;
 mod restart;
 mod seccomp;
+mod sid;
 mod system;
 mod systemd;

@@ -417,11 +417,33 @@ pub fn assert_rm_cleans(c: &Ctr) {
 /// A nested DinD container whose inner dockerd answers (`dind-wait secs`).
 pub fn start_dind(test: &str, secs: u32) -> Ctr {
     let c = Ctr::start(test, &[DIND]);
+    wait_dind(&c, secs);
+    c
+}
+
+/// Waits until the inner dockerd of a container with the dind entrypoint answers and the
+/// baked-in busybox is loaded (`dind-wait secs`); panics with the container's logs otherwise.
+pub fn wait_dind(c: &Ctr, secs: u32) {
     let o = c.exec(&["dind-wait", &secs.to_string()]);
     if o.code != 0 {
         let logs = docker(&["logs", "--tail", "40", &c.name]);
         panic!("inner dockerd of {} not ready: {o:?}\ncontainer logs:\n{}{}", c.name, logs.stdout, logs.stderr);
     }
+}
+
+/// A nested DinD of one of the debootstrapped images (`nestrun-test/dind-trixie`, `-sid`) run
+/// with `extra` docker run flags, once its inner dockerd answers. Fails (never skips) when the
+/// image is missing: scripts/build-images.sh builds them with debootstrap from the Debian mirror.
+pub fn start_debian_dind(test: &str, image: &str, extra: &[&str]) -> Ctr {
+    let have = docker(&["image", "inspect", "-f", "ok", image]);
+    assert_eq!(
+        have.code, 0,
+        "{image} is missing: scripts/build-images.sh builds it with debootstrap (from deb.debian.org or $NESTRUN_DEBIAN_MIRROR); see its warnings"
+    );
+    let mut args = extra.to_vec();
+    args.push(image);
+    let c = Ctr::start(test, &args);
+    wait_dind(&c, 120);
     c
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: scripts/build-images.sh [--docker-host unix:///path.sock] [--force] [--no-dind]
-#                               [--no-systemd] [--no-dind-trixie]
+#                               [--no-systemd] [--no-dind-trixie] [--no-dind-sid]
 #
 # Builds nestrun's test images from the host's own Debian packages (no registry
 # is reachable) and `docker import`s them into a dockerd:
@@ -28,6 +28,11 @@
 #                                docker can run an inner --privileged here. If
 #                                debootstrap fails it is skipped with a warning and
 #                                the tests that need it fail. --no-dind-trixie skips it.
+#   nestrun-test/dind-sid:latest  the same on Debian sid (today's engines: docker.io 28,
+#                                containerd 2, runc 1.3, docker-buildx, glibc's newest
+#                                syscalls such as fchmodat2) plus tar, ca-certificates;
+#                                the integration tests `sid::` use it. Skipped with a
+#                                warning if debootstrap fails. --no-dind-sid skips it.
 # Root filesystems are cached as tarballs under $NESTRUN_IMAGE_CACHE
 # (default /var/cache/nestrun-test/images/*.tar) and rebuilt only when missing
 # (or --force). An image is (re)imported when it is missing from the target
@@ -49,6 +54,9 @@ SYSTEMD_IMAGE_VERSION=1
 WANT_TRIXIE=1
 # the same for nestrun-test/dind-trixie
 TRIXIE_IMAGE_VERSION=1
+WANT_SID=1
+# the same for nestrun-test/dind-sid (sid moves: --force or a bump takes today's packages)
+SID_IMAGE_VERSION=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --docker-host) DOCKER_HOST=$2; shift 2 ;;
@@ -57,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --no-dind) WANT_DIND=0; shift ;;
     --no-systemd) WANT_SYSTEMD=0; shift ;;
     --no-dind-trixie) WANT_TRIXIE=0; shift ;;
+    --no-dind-sid) WANT_SID=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
@@ -344,15 +353,20 @@ fi
 # Its name carries the versions and a hash of the helper scripts it bakes in (shared with
 # nestrun-test/dind: HELPERS_SHA above), so changing them rebuilds it.
 TRIXIE_TAR="$NESTRUN_IMAGE_CACHE/dind-trixie-v$TRIXIE_IMAGE_VERSION-$IMAGE_VERSION-$HELPERS_SHA.tar"
-build_dind_trixie() {
-  local root="$WORK/dind-trixie"
-  debootstrap_root trixie "$root" docker.io,docker-cli,containerd,runc,tini,iptables,iproute2,procps,busybox || return 1
+# dind_debian_root SUITE ROOT PACKAGES: a Debian SUITE with PACKAGES and the dind helpers
+dind_debian_root() {
+  local root=$2
+  debootstrap_root "$1" "$root" "$3" || return 1
   # dockerd runs modprobe for bridge/netfilter modules: the host must have them loaded
   install -D -m 755 "$IMAGES_DIR/modprobe" "$root/usr/local/sbin/modprobe"
   install -D -m 755 "$IMAGES_DIR/dind-entrypoint" "$root/usr/local/bin/dind-entrypoint"
   install -D -m 755 "$IMAGES_DIR/dind-wait" "$root/usr/local/bin/dind-wait"
   mkdir -p "$root/etc/docker" "$root/var/lib/docker" "$root/var/lib/containerd" "$root/images"
   dk save -o "$root/images/busybox.tar" nestrun-test/busybox:latest
+}
+build_dind_trixie() {
+  local root="$WORK/dind-trixie"
+  dind_debian_root trixie "$root" docker.io,docker-cli,containerd,runc,tini,iptables,iproute2,procps,busybox || return 1
   strip_root "$root"
   pack "$root" "$TRIXIE_TAR"
   # older builds
@@ -365,6 +379,36 @@ if [[ "$WANT_TRIXIE" == 1 ]]; then
   fi
   if [[ -s "$TRIXIE_TAR" ]]; then
     import_image nestrun-test/dind-trixie:latest "$TRIXIE_TAR" \
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      'VOLUME /var/lib/docker' \
+      'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
+      'CMD []'
+  fi
+fi
+
+# --- dind-sid -------------------------------------------------------------------
+# The same entrypoint on Debian sid: today's docker.io, containerd 2, runc 1.3, buildx and a
+# glibc that uses the newest syscalls (fchmodat2 in tar, docker load/import/cp, builds).
+# Named like dind-trixie's; sid changes daily, so the tarball is what was current when built.
+SID_TAR="$NESTRUN_IMAGE_CACHE/dind-sid-v$SID_IMAGE_VERSION-$IMAGE_VERSION-$HELPERS_SHA.tar"
+build_dind_sid() {
+  local root="$WORK/dind-sid"
+  dind_debian_root sid "$root" \
+    docker.io,docker-cli,docker-buildx,containerd,runc,tini,iptables,iproute2,procps,busybox,tar,ca-certificates || return 1
+  # shellcheck disable=SC2016 # dpkg-query's format, not shell
+  chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' docker.io docker-cli docker-buildx containerd runc libc6 tar |
+    sed 's/^/  /' >&2 || true
+  strip_root "$root"
+  pack "$root" "$SID_TAR"
+  find "$NESTRUN_IMAGE_CACHE" -maxdepth 1 -name 'dind-sid-*.tar' ! -path "$SID_TAR" -delete
+}
+if [[ "$WANT_SID" == 1 ]]; then
+  if [[ ! -s "$SID_TAR" || "$FORCE" == 1 ]]; then
+    log "building $SID_TAR (debootstrap sid: about a minute)"
+    build_dind_sid || log "warning: nestrun-test/dind-sid not built; the tests sid:: will FAIL"
+  fi
+  if [[ -s "$SID_TAR" ]]; then
+    import_image nestrun-test/dind-sid:latest "$SID_TAR" \
       'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       'VOLUME /var/lib/docker' \
       'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
