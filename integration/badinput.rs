@@ -15,7 +15,7 @@ pub(crate) fn is_root() -> bool {
 macro_rules! need_root {
     ($name:expr) => {
         if !is_root() {
-            println!("{}: skipped: needs root (run scripts/test)", $name);
+            crate::skip::skip("root", $name, "needs root (run scripts/test)");
             return;
         }
     };

@@ -8,7 +8,7 @@ use serde_json::Value;
 #[test]
 fn check_reports_this_hosts_features() {
     if !nix::unistd::geteuid().is_root() {
-        println!("check_reports_this_hosts_features: skipped: needs root (run scripts/test)");
+        crate::skip::skip("root", "check_reports_this_hosts_features", "needs root (run scripts/test)");
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_nestrun")).args(["check", "--json"]).output().unwrap();

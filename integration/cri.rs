@@ -21,7 +21,7 @@ fn cri_enabled(test: &str) -> bool {
     if std::env::var_os("NESTRUN_TEST_CRI").is_some_and(|v| !v.is_empty() && v != "0") {
         return true;
     }
-    println!("{test}: skipped: run scripts/test (needs scripts/cri-containerd.sh; NESTRUN_TEST_CRI is unset)");
+    crate::skip::skip("engine", test, "run scripts/test (needs scripts/cri-containerd.sh; NESTRUN_TEST_CRI is unset)");
     false
 }
 

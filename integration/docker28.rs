@@ -15,7 +15,7 @@ fn engine(test: &str) -> Option<(String, String)> {
     match (std::env::var("NESTRUN_DOCKER28_HOST"), std::env::var("NESTRUN_DOCKER28_CLI")) {
         (Ok(h), Ok(c)) if !h.is_empty() => Some((h, c)),
         _ => {
-            println!("{test}: skipped: dockerd 28 is not running (scripts/sid-engines.sh start; eval \"$(scripts/sid-engines.sh env)\")");
+            crate::skip::skip("engine", test, "dockerd 28 is not running (scripts/sid-engines.sh start; eval \"$(scripts/sid-engines.sh env)\")");
             None
         }
     }

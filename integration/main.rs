@@ -5,6 +5,7 @@
 //! and pass; the bad-input tests drive the binary directly and always run (as root).
 #[macro_use]
 pub mod util;
+pub mod skip;
 
 mod badinput;
 mod check;

@@ -214,7 +214,7 @@ impl Drop for RestoreParam {
 fn emulated_files_over_io_uring() {
     need_engines!("emulated_files_over_io_uring");
     let Ok(old) = std::fs::read_to_string(URING_PARAM) else {
-        return println!("emulated_files_over_io_uring: this kernel has no fuse.enable_uring, skipped");
+        return crate::skip::skip("host", "emulated_files_over_io_uring", "this kernel has no fuse.enable_uring");
     };
     let restore = RestoreParam(old.trim().to_string());
     std::fs::write(URING_PARAM, "Y").unwrap();

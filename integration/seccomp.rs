@@ -76,7 +76,7 @@ fn new_syscalls_get_enosys_under_containerds_profile_in_both_modes() {
 #[test]
 fn default_errno_and_named_errnos_are_kept_below_the_highest() {
     if !is_root() {
-        println!("default_errno_and_named_errnos_are_kept_below_the_highest: skipped: needs root");
+        crate::skip::skip("root", "default_errno_and_named_errnos_are_kept_below_the_highest", "needs root");
         return;
     }
     let probe = probe_dir();

@@ -17,7 +17,7 @@ pub fn engines(test: &str) -> bool {
     if std::env::var_os("NESTRUN_TEST_IMAGES").is_some_and(|v| !v.is_empty() && v != "0") {
         return true;
     }
-    println!("{test}: skipped: run scripts/test (needs the private dockerd/containerd and test images; NESTRUN_TEST_IMAGES is unset)");
+    crate::skip::skip("engine", test, "run scripts/test (needs the private dockerd/containerd and test images; NESTRUN_TEST_IMAGES is unset)");
     false
 }
 

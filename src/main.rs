@@ -13,6 +13,9 @@ mod logging;
 mod rewrite;
 #[cfg(test)]
 mod seccomp_stub_tests;
+#[cfg(test)]
+#[path = "../integration/skip.rs"]
+mod skip_log;
 mod sidecar;
 mod subid;
 

@@ -28,9 +28,12 @@ const BUSYBOX: &str = "nestrun-test/busybox";
 const DIND: &str = "nestrun-test/dind-trixie";
 const MEMORY: u64 = 256 * 1024 * 1024;
 
+#[path = "../skip.rs"]
+mod skip_log;
+
 fn skip() -> bool {
     if std::env::var_os("NESTRUN_TEST_IMAGES").is_none() {
-        eprintln!("skipped: run scripts/test");
+        skip_log::skip("engine", "escape", "run scripts/test (NESTRUN_TEST_IMAGES is unset)");
         return true;
     }
     false

@@ -55,7 +55,7 @@ fn kill_9_of_delete_then_delete_again_cleans_everything() {
 fn killed_fuse_server_fails_reads_cleanly_and_delete_force_cleans() {
     need_root!();
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: no /dev/fuse");
+        crate::skip_log::skip("host", "killed_fuse_server_fails_reads_cleanly_and_delete_force_cleans", "no /dev/fuse");
         return;
     }
     let env = Env::new("fusekill");

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[path = "../skip.rs"]
+mod skip_log;
 mod crashes;
 mod fallback;
 mod limits;
@@ -33,7 +35,7 @@ fn nix_uid() -> u32 {
 macro_rules! need_root {
     () => {
         if !crate::is_root() {
-            eprintln!("skipped: the fault suite needs root");
+            crate::skip_log::skip("root", "faults", "the fault suite needs root");
             return;
         }
     };

@@ -13,7 +13,7 @@ use super::*;
 
 fn can_mount() -> bool {
     if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping fuse mount test: needs root and /dev/fuse");
+        crate::skip_log::skip("root", "fuse mount test", "needs root and /dev/fuse");
         return false;
     }
     true
@@ -142,7 +142,7 @@ fn over(uring: bool, body: fn(bool)) {
     match UringParam::set(uring) {
         Some(_param) => body(uring),
         None if !uring => body(false),
-        None => eprintln!("skipping: this kernel has no fuse.enable_uring"),
+        None => crate::skip_log::skip("host", "fuse over io_uring test", "this kernel has no fuse.enable_uring"),
     }
 }
 
