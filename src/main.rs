@@ -20,6 +20,13 @@ mod sidecar;
 mod subid;
 
 fn main() {
+    // A working directory that was removed (containerd 1.6 runs a pod's containers from the
+    // sandbox's shim, whose cwd is the sandbox's bundle: gone once the pause process dies)
+    // makes libcontainer fail every exec and create ("failed to get cwd"). runc never reads
+    // its cwd; engines pass absolute paths: start from / then.
+    if std::env::current_dir().is_err() {
+        let _ = std::env::set_current_dir("/");
+    }
     let opts = cli::parse_args();
     // Commands that only print: a closed stdout (`nestrun check | head`) ends them quietly,
     // as it would a C tool, instead of a println! panic. The others keep SIGPIPE ignored so a
