@@ -6,6 +6,7 @@
 //! parent /nestrun-test-cri/pod<uid> (kubelet's /kubepods/... role), removed with the pod.
 //! Runs when NESTRUN_TEST_CRI is set (scripts/test: `scripts/cri-containerd.sh env`).
 use std::process::Command;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,11 +14,11 @@ use serde_json::{json, Value};
 use crate::util::*;
 
 const IMAGE: &str = "docker.io/nestrun-test/busybox:latest";
-const CGROUP_PARENT: &str = "nestrun-test-cri";
+pub(crate) const CGROUP_PARENT: &str = "nestrun-test-cri";
 const CNI_NET: &str = "nestrun-cri";
 
 /// True when the CRI containerd of scripts/cri-containerd.sh is there. Otherwise prints the skip line.
-fn cri_enabled(test: &str) -> bool {
+pub(crate) fn cri_enabled(test: &str) -> bool {
     if std::env::var_os("NESTRUN_TEST_CRI").is_some_and(|v| !v.is_empty() && v != "0") {
         return true;
     }
@@ -27,14 +28,20 @@ fn cri_enabled(test: &str) -> bool {
 
 macro_rules! need_cri {
     ($name:expr) => {
-        if !cri_enabled($name) {
+        if !crate::cri::cri_enabled($name) {
             return;
         }
     };
 }
+pub(crate) use need_cri;
+
+/// Every CRI call holds this for reading; a test that restarts the CRI containerd holds it for
+/// writing, so the calls of tests running beside it wait instead of failing.
+pub(crate) static CRI_CALLS: RwLock<()> = RwLock::new(());
 
 /// One CRI call: the answer as JSON, or cri.py's error line.
-fn cri_try(method: &str, req: &Value) -> Result<Value, String> {
+pub(crate) fn cri_try(method: &str, req: &Value) -> Result<Value, String> {
+    let _call = CRI_CALLS.read().unwrap_or_else(|e| e.into_inner());
     let python = std::env::var("NESTRUN_CRI_PYTHON").unwrap_or_else(|_| "/var/lib/nestrun-test/cri-venv/bin/python".into());
     let mut c = Command::new(python);
     c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cri.py"));
@@ -49,27 +56,27 @@ fn cri_try(method: &str, req: &Value) -> Result<Value, String> {
     serde_json::from_str(&o.stdout).map_err(|e| format!("{method}: bad JSON answer ({e}): {}", o.stdout))
 }
 
-fn cri(method: &str, req: Value) -> Value {
+pub(crate) fn cri(method: &str, req: Value) -> Value {
     cri_try(method, &req).unwrap_or_else(|e| panic!("CRI {method} {req} failed: {e}"))
 }
 
 /// What ExecSync gave: (exit code, stdout, stderr).
-type Exec = (i64, String, String);
+pub(crate) type Exec = (i64, String, String);
 
 /// A pod sandbox and its containers; stopped and removed (best effort) on drop.
-struct Pod {
-    id: String,
-    uid: String,
-    config: Value,
-    log_dir: String,
-    containers: Vec<String>,
-    netns: String,
-    removed: bool,
+pub(crate) struct Pod {
+    pub(crate) id: String,
+    pub(crate) uid: String,
+    pub(crate) config: Value,
+    pub(crate) log_dir: String,
+    pub(crate) containers: Vec<String>,
+    pub(crate) netns: String,
+    pub(crate) removed: bool,
 }
 
 impl Pod {
     /// RunPodSandbox with `handler`; `pid` is the pod's PID namespace mode (POD or CONTAINER).
-    fn run(test: &str, handler: &str, pid: &str) -> Pod {
+    pub(crate) fn run(test: &str, handler: &str, pid: &str) -> Pod {
         let name = unique(test);
         let uid = format!("{name}-uid");
         let logs = std::env::var("NESTRUN_CRI_LOGS").unwrap_or_else(|_| "/var/lib/nestrun-test/cri-logs".into());
@@ -96,12 +103,12 @@ impl Pod {
         pod
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         cri("PodSandboxStatus", json!({"pod_sandbox_id": self.id, "verbose": true}))
     }
 
     /// The host pid of the pause process.
-    fn sandbox_pid(&self) -> i32 {
+    pub(crate) fn sandbox_pid(&self) -> i32 {
         let st = self.status();
         let pid = st["info"]["info"]["pid"].as_i64().unwrap_or(0) as i32;
         assert!(pid > 0, "sandbox {} has no pid: {st}", self.id);
@@ -110,7 +117,7 @@ impl Pod {
 
     /// CreateContainer + StartContainer of the busybox image running `cmd`, as kubelet sends it
     /// for a BestEffort container; returns the container id.
-    fn start(&mut self, name: &str, cmd: &[&str]) -> String {
+    pub(crate) fn start(&mut self, name: &str, cmd: &[&str]) -> String {
         let ns = self.config["linux"]["security_context"]["namespace_options"].clone();
         let config = json!({
             "metadata": {"name": name, "attempt": 0},
@@ -130,13 +137,13 @@ impl Pod {
         id
     }
 
-    fn exec(&self, cid: &str, script: &str) -> Exec {
+    pub(crate) fn exec(&self, cid: &str, script: &str) -> Exec {
         let r = cri("ExecSync", json!({"container_id": cid, "cmd": ["sh", "-c", script], "timeout": 60}));
         (r["exit_code"].as_i64().unwrap_or(-1), r["stdout"].as_str().unwrap_or_default().into(), r["stderr"].as_str().unwrap_or_default().into())
     }
 
     /// ExecSync that must exit 0; its stdout, trimmed.
-    fn sh(&self, cid: &str, script: &str) -> String {
+    pub(crate) fn sh(&self, cid: &str, script: &str) -> String {
         let (code, out, err) = self.exec(cid, script);
         assert_eq!(code, 0, "ExecSync `{script}` in {cid}: exit {code}\nstdout: {out}\nstderr: {err}");
         out.trim().to_string()
@@ -144,7 +151,7 @@ impl Pod {
 
     /// kubelet's order when a pod is deleted: stop the containers, stop the sandbox, then
     /// (garbage collection) remove the containers and the sandbox; then the pod cgroup.
-    fn remove(&mut self) -> Result<(), String> {
+    pub(crate) fn remove(&mut self) -> Result<(), String> {
         self.removed = true;
         let mut errs = vec![];
         for c in &self.containers {
@@ -167,7 +174,7 @@ impl Pod {
     }
 
     /// Every id of the pod: the sandbox's first.
-    fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         std::iter::once(self.id.clone()).chain(self.containers.iter().cloned()).collect()
     }
 }
@@ -191,7 +198,7 @@ fn root_range(uid_map: &str) -> (u64, u64) {
 }
 
 /// The pod's range, the same in the pause process (read from the host) and in every container.
-fn pod_range(pod: &Pod) -> (u64, u64) {
+pub(crate) fn pod_range(pod: &Pod) -> (u64, u64) {
     let (inside, host, count) = uid_map(pod.sandbox_pid());
     let sandbox = root_range(&format!("{inside} {host} {count}"));
     for c in &pod.containers {
@@ -215,7 +222,7 @@ fn cni_traces(pod_id: &str) -> Vec<String> {
 }
 
 /// What nestrun and the CRI made for the pod's ids while it runs, seen from the host.
-fn pod_traces(pod: &Pod) -> Vec<String> {
+pub(crate) fn pod_traces(pod: &Pod) -> Vec<String> {
     let mut v = vec![];
     for id in pod.ids() {
         v.extend(mounts_containing(&format!("/run/nestrun-mnt/{id}-")).into_iter().map(|m| format!("mount {m}")));
@@ -236,13 +243,13 @@ fn pod_traces(pod: &Pod) -> Vec<String> {
 }
 
 /// Removes the pod the kubelet way and asserts nothing of it is left on the host.
-fn remove_and_check(pod: &mut Pod) {
+pub(crate) fn remove_and_check(pod: &mut Pod) {
     pod.remove().unwrap_or_else(|e| panic!("removing pod {}: {e}", pod.id));
     let ok = wait_for(10, || pod_traces(pod).is_empty());
     assert!(ok, "pod {} left: {:#?}", pod.id, pod_traces(pod));
 }
 
-fn assert_nested_traces(pod: &Pod) {
+pub(crate) fn assert_nested_traces(pod: &Pod) {
     for id in pod.ids() {
         assert!(!mounts_containing(&format!("/run/nestrun-mnt/{id}-")).is_empty(), "no nestrun mounts for {id}: is it a nested container?");
         assert!(!leases_naming(&id).is_empty(), "no uid lease names {id}");
@@ -251,7 +258,7 @@ fn assert_nested_traces(pod: &Pod) {
 }
 
 /// A memory cgroup file of container `cid` (v1 limit_in_bytes or v2 memory.max).
-fn memory_limit(pod: &Pod, cid: &str) -> Option<String> {
+pub(crate) fn memory_limit(pod: &Pod, cid: &str) -> Option<String> {
     cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}/{cid}", pod.uid))
         .iter()
         .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).or_else(|_| std::fs::read_to_string(d.join("memory.max"))).ok())
@@ -282,8 +289,12 @@ fn two_containers(test: &str, handler: &str) {
     // ... and back, with nc: a listener in client, a sender in web
     let (code, out, err) = pod.exec(&client, "nc -l -p 9090 </dev/null >/tmp/got 2>&1 & sleep 1; echo done");
     assert_eq!((code, out.trim()), (0, "done"), "{err}");
-    pod.sh(&web, "echo ping-from-web | nc 127.0.0.1 9090");
-    assert!(wait_for(10, || pod.exec(&client, "cat /tmp/got").1.trim() == "ping-from-web"), "nc from web to client on localhost");
+    // sent again until it lands: on a loaded machine the listener may not be up after 1 s
+    let got = wait_for(20, || {
+        pod.exec(&web, "echo ping-from-web | nc 127.0.0.1 9090");
+        pod.exec(&client, "cat /tmp/got").1.trim() == "ping-from-web"
+    });
+    assert!(got, "nc from web to client on localhost: {:?}", pod.exec(&client, "cat /tmp/got; ps -o pid,args"));
     // a PID namespace per container: client does not see httpd
     let ps = pod.sh(&client, "ps -o pid,args");
     assert!(!ps.contains("httpd"), "client sees web's processes without a shared PID namespace:\n{ps}");

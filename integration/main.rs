@@ -11,6 +11,7 @@ mod badinput;
 mod check;
 mod concurrency;
 mod cri;
+mod cri_dind;
 mod ctr;
 mod diskfull;
 mod leaks;

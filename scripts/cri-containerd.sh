@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/cri-containerd.sh start|stop|restart|status|env|import [TAR|IMAGE...]
+# Usage: scripts/cri-containerd.sh start|stop|restart|restart-keep|status|env|import [TAR|IMAGE...]
 #
 # A private containerd with the CRI plugin, for nestrun's Kubernetes tests (integration/cri.rs,
 # driven through scripts/cri.py as kubelet drives the CRI). Separate from any system containerd,
@@ -21,10 +21,14 @@
 #            left: containers of both runtimes, shims, mounts under state, the bridge,
 #            CNI allocations/results of network nestrun-cri, the pods' cgroup parents
 #            and pod logs ($NESTRUN_TEST_DIR/cri-logs); the root (images) stays
+#   restart-keep  stops only the containerd process (SIGTERM) and starts it again: shims,
+#            containers and pods stay and are recovered, as after `systemctl restart
+#            containerd` (KillMode=process); no stale-pod cleanup (integration/cri_dind.rs)
 #   env      prints `export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=... NESTRUN_CRI_PYTHON=...`
 #   import   imports `docker save` tarballs into namespace k8s.io; arguments that are not
 #            files are image names exported from the test dockerd ($DOCKER_HOST, default
-#            scripts/dockerd.sh's). Without arguments: nestrun-test/busybox:latest.
+#            scripts/dockerd.sh's); an image already there with the same id is skipped.
+#            Without arguments: nestrun-test/busybox:latest.
 # By hand:  eval "$(scripts/cri-containerd.sh env)"; "$NESTRUN_CRI_PYTHON" scripts/cri.py Version
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -176,7 +180,8 @@ start() {
     if [[ -z "${pid:-}" ]]; then
       rm -f "$PIDFILE" "$SOCK" "$SOCK.ttrpc"
       mkdir -p "$ROOT" "$STATE" "$NESTRUN_TEST_LOGDIR"
-      write_config
+      # restart-keep: the same config (runtime binary) as the pods were made with
+      [[ "${KEEP_PODS:-0}" == 1 && -s "$CONFIG" ]] || write_config
       echo "=== $(date -Is) starting containerd --config $CONFIG" >>"$LOGFILE"
       setsid /usr/bin/containerd --config "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 &
       echo $! >"$PIDFILE"
@@ -201,11 +206,11 @@ start() {
     tail -n 30 "$LOGFILE" >&2 || true
     return 1
   fi
-  if [[ "$fresh" == 1 ]]; then
+  if [[ "$fresh" == 1 && "${KEEP_PODS:-0}" != 1 ]]; then
     # a fresh containerd: pods recorded by an earlier one that was killed are stale
     cri cleanup >/dev/null || log "warning: removing stale pods failed"
   fi
-  log "ready: NESTRUN_CRI_ADDRESS=$SOCK (handlers runc, nested=$NESTRUN_BIN)"
+  log "ready: NESTRUN_CRI_ADDRESS=$SOCK (handlers runc, nested=$(awk -F\" '/BinaryName/ {b = $2} END {print b}' "$CONFIG"))"
 }
 
 # rmdir_tree DIR: remove an empty directory tree (cgroup dirs), leaves first
@@ -271,6 +276,19 @@ stop() {
   done
 }
 
+# restart_keep: containerd alone goes and comes back; what it runs stays
+restart_keep() {
+  local pid
+  pid=$(pid_alive "$PIDFILE") || die "CRI containerd not running"
+  log "restarting CRI containerd (pid $pid), keeping shims and pods"
+  kill -TERM "$pid"
+  if ! wait_pid_exit "$pid" 20; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_pid_exit "$pid" 5 || true
+  fi
+  KEEP_PODS=1 start
+}
+
 status() {
   local pid
   if pid=$(pid_alive "$PIDFILE") && answering; then
@@ -284,12 +302,19 @@ status() {
 import() {
   answering || die "CRI containerd not running (scripts/cri-containerd.sh start)"
   [[ $# -gt 0 ]] || set -- nestrun-test/busybox:latest
-  local a tmp
+  local a tmp id
   for a in "$@"; do
     if [[ -f "$a" ]]; then
       ctr_ images import "$a" >/dev/null
       log "imported $a"
     else
+      # the CRI's image id is the config digest, which is docker's image id
+      id=$(DOCKER_HOST=${DOCKER_HOST:-$NESTRUN_DOCKER_HOST} "$DOCKER_CLI" image inspect -f '{{.Id}}' "$a")
+      if [[ "$(cri ImageStatus "{\"image\": {\"image\": \"docker.io/$a\"}}" |
+        "$PY" -c 'import json, sys; print((json.load(sys.stdin).get("image") or {}).get("id", ""))')" == "$id" ]]; then
+        log "$a already imported ($id)"
+        continue
+      fi
       tmp=$(mktemp /var/tmp/nestrun-cri-import.XXXXXX)
       DOCKER_HOST=${DOCKER_HOST:-$NESTRUN_DOCKER_HOST} "$DOCKER_CLI" save -o "$tmp" "$a"
       ctr_ images import "$tmp" >/dev/null
@@ -303,6 +328,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
+  restart-keep) restart_keep ;;
   status) status ;;
   env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS" ;;
   import) shift; import "$@" ;;
