@@ -839,7 +839,7 @@ fn allows(a: LinuxSeccompAction) -> bool {
 }
 
 /// What every system-container output must keep, whatever the input.
-fn invariants(out: &Spec, facts: &Facts) -> Result<(), String> {
+pub(crate) fn invariants(out: &Spec, facts: &Facts) -> Result<(), String> {
     let linux = out.linux().as_ref().ok_or("output has no linux section")?;
     let nss = linux.namespaces().clone().unwrap_or_default();
     let has = |t: LinuxNamespaceType| nss.iter().any(|n| n.typ() == t);
@@ -863,6 +863,13 @@ fn invariants(out: &Spec, facts: &Facts) -> Result<(), String> {
     }
     if let Some(d) = linux.devices().as_deref().unwrap_or_default().iter().find(|d| !matches!(d.typ(), LinuxDeviceType::C | LinuxDeviceType::U)) {
         return Err(format!("output hands over a non-character device: {d:?}"));
+    }
+    if let Some(d) = linux.devices().as_deref().unwrap_or_default().iter().find(|d| !crate::rewrite::devices::allowed(d.major(), d.minor())) {
+        return Err(format!("output hands over a character device outside the allowed list: {d:?}"));
+    }
+    let rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap_or_default();
+    if let Some(r) = rules.iter().find(|r| r.allow() && r.typ().is_none_or(|t| t == LinuxDeviceType::A) && r.major().is_none()) {
+        return Err(format!("output has an allow-all device rule: {r:?}"));
     }
     let sc = linux.seccomp().as_ref().ok_or("output has no seccomp profile")?;
     let rules = sc.syscalls().clone().unwrap_or_default();

@@ -19,7 +19,7 @@ use crate::facts::Facts;
 /// random, urandom, tty, console, ptmx, fuse, net/tun. (-1 = any minor.)
 const ALLOWED_CHAR: &[(i64, i64)] = &[(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 229), (10, 200), (136, -1)];
 
-fn allowed(major: i64, minor: i64) -> bool {
+pub(crate) fn allowed(major: i64, minor: i64) -> bool {
     ALLOWED_CHAR.iter().any(|&(ma, mi)| ma == major && (mi == -1 || mi == minor))
 }
 

@@ -173,6 +173,11 @@ fn check(dir: &Path, bless: bool) -> Result<Option<String>, String> {
             if let Err(e) = validate_for_create(&out) {
                 return fail(format!("libcontainer's validator rejects the output: {e}"));
             }
+            // The security invariants the fuzzer checks, on every fixture: a bless never
+            // writes an output that hands the host over.
+            if let Err(e) = crate::fuzz::invariants(&out, &facts) {
+                return fail(format!("output breaks an invariant: {e}"));
+            }
             Outcome::Spec(v)
         }
         Err(e) => Outcome::Error(e.to_string()),
@@ -259,6 +264,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn invariants_catch_a_blessed_output_that_hands_the_host_over() {
+        let dir = fixtures_dir().join("dockerd-privileged");
+        let facts: Facts = serde_json::from_slice(&std::fs::read(dir.join("facts.json")).unwrap()).unwrap();
+        let good: Spec = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        assert_eq!(crate::fuzz::invariants(&good, &facts), Ok(()));
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["linux"]["devices"].as_array_mut().unwrap().push(json!({"path": "/dev/sg0", "type": "c", "major": 21, "minor": 0}));
+        let e = crate::fuzz::invariants(&serde_json::from_value(v).unwrap(), &facts).unwrap_err();
+        assert!(e.contains("outside the allowed list"), "{e}");
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        let e = crate::fuzz::invariants(&serde_json::from_value(v).unwrap(), &facts).unwrap_err();
+        assert!(e.contains("allow-all device rule"), "{e}");
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        assert!(crate::fuzz::invariants(&serde_json::from_value(v).unwrap(), &facts).unwrap_err().contains("maps host root"));
+    }
 
     #[test]
     fn first_diff_names_the_json_pointer() {

@@ -10,7 +10,7 @@ use crate::facts::{Facts, Mode};
 
 mod cgroup;
 pub mod datadirs;
-mod devices;
+pub(crate) mod devices;
 mod namespaces;
 mod procfs;
 mod rootfs;
