@@ -23,6 +23,11 @@ fn check_reports_this_hosts_features() {
     assert_eq!(item("fuse over io_uring")["ok"], uring.trim() == "Y");
     assert_eq!(item("fuse")["ok"], Path::new("/dev/fuse").exists());
     assert_eq!(item("cgroups")["ok"], !cgroup_mounts.is_empty());
+    let plain = Command::new(env!("CARGO_BIN_EXE_nestrun")).args(["check", "--json"]).env("NESTRUN_MODE", "plain").output().unwrap();
+    let plain: Vec<Value> = serde_json::from_slice(&plain.stdout).unwrap();
+    let mode = plain.iter().find(|i| i["item"] == "NESTRUN_MODE").unwrap();
+    assert_eq!(mode["ok"], false, "NESTRUN_MODE=plain is shown as a warning: {mode:?}");
+    assert_eq!(item("NESTRUN_MODE")["ok"], std::env::var("NESTRUN_MODE").map_or(true, |m| m != "plain"));
     let ip = Command::new("sh").args(["-c", "command -v ip"]).output().unwrap();
     assert_eq!(item("pod networking (CRI)")["ok"], ip.status.success(), "{:?}", item("pod networking (CRI)"));
     let required_ok = items.iter().filter(|i| i["required"] == true).all(|i| i["ok"] == true);

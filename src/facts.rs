@@ -92,6 +92,27 @@ pub const ANN_DEV_TUN: &str = "io.nestrun.dev.tun";
 pub enum FactsError {
     #[error("annotation {key}={value:?}: expected true or false")]
     NotABool { key: &'static str, value: String },
+    #[error("annotation {key}={value:?}: expected {expected}")]
+    BadValue { key: String, value: String, expected: &'static str },
+    #[error("annotation {key}: nestrun knows io.nestrun.mode, io.nestrun.proc, io.nestrun.dev.fuse and io.nestrun.dev.tun")]
+    Unknown { key: String },
+}
+
+/// Every `io.nestrun.*` annotation, checked before anything is made: a typo must not silently
+/// give the default (a system container where plain mode was asked for, or the reverse).
+pub fn check_annotations(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), FactsError> {
+    for (k, v) in spec.annotations().iter().flatten().filter(|(k, _)| k.starts_with("io.nestrun.")) {
+        let expected = match k.as_str() {
+            ANN_MODE => "system or plain",
+            ANN_PROC => "emulated or host",
+            ANN_DEV_FUSE | ANN_DEV_TUN => "true or false",
+            _ => return Err(FactsError::Unknown { key: k.clone() }),
+        };
+        if !expected.split(" or ").any(|e| e == v) {
+            return Err(FactsError::BadValue { key: k.clone(), value: v.clone(), expected });
+        }
+    }
+    Ok(())
 }
 
 /// The extra devices the spec's annotations ask for: (fuse, tun). Absent means false.
@@ -135,6 +156,15 @@ mod tests {
         let mut s = Spec::default();
         s.set_annotations(Some(ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>()));
         s
+    }
+
+    #[test]
+    fn every_nestrun_annotation_is_checked() {
+        assert_eq!(check_annotations(&with(&[(ANN_MODE, "plain"), (ANN_PROC, "host"), ("org.other", "x")])), Ok(()));
+        assert_eq!(check_annotations(&with(&[(ANN_MODE, "Plain")])).unwrap_err().to_string(), "annotation io.nestrun.mode=\"Plain\": expected system or plain");
+        assert_eq!(check_annotations(&with(&[(ANN_PROC, "off")])).unwrap_err().to_string(), "annotation io.nestrun.proc=\"off\": expected emulated or host");
+        assert_eq!(check_annotations(&with(&[(ANN_DEV_TUN, "1")])).unwrap_err().to_string(), "annotation io.nestrun.dev.tun=\"1\": expected true or false");
+        assert!(check_annotations(&with(&[("io.nestrun.moed", "plain")])).unwrap_err().to_string().starts_with("annotation io.nestrun.moed: nestrun knows"));
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn items() -> Vec<Item> {
         (None, true) => "v1: the container's process joins through `tasks`".into(),
         (None, false) => "cgroup2 without favordynmods".into(),
     };
+    let env_mode = std::env::var("NESTRUN_MODE").ok();
     // A pod sandbox's interfaces move into its own network namespace with iproute2 (host::podnet).
     let ip = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("ip")).find(|f| f.is_file())).map(|f| f.display().to_string());
     // pure v2: delegation is probed for real; hybrid and v1 hosts delegate their v1 hierarchies
@@ -92,6 +93,7 @@ fn items() -> Vec<Item> {
         Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },
         Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },
         Item { name: "pod networking (CRI)", ok: ip.is_some(), required: false, detail: ip.clone().unwrap_or_else(|| "no `ip` (iproute2) in PATH".into()), disables: "pods on containerd 1.x: the sandbox cannot take over the network namespace CNI configured (its create fails); install iproute2" },
+        Item { name: "NESTRUN_MODE", ok: env_mode.as_deref() != Some("plain"), required: false, detail: env_mode.clone().map(|m| format!("NESTRUN_MODE={m}")).unwrap_or_else(|| "unset: system containers unless io.nestrun.mode=plain".into()), disables: "every container without an io.nestrun.mode annotation runs as written: no user namespace, root is host root" },
         Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
         Item { name: "capabilities", ok: true, required: false, detail: if missing.is_empty() { "all".into() } else { format!("bounding set lacks {}", missing.join(",")) }, disables: "a missing capability is also missing inside containers" },
     ]

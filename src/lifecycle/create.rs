@@ -44,6 +44,10 @@ pub fn create(args: &CreateArgs, root: &Path) -> Result<Container, LifecycleErro
     }
     let bundle_dir = std::path::absolute(&args.bundle).unwrap_or_else(|_| args.bundle.clone());
     let loaded = bundle::load(&bundle_dir)?;
+    crate::facts::check_annotations(&loaded.spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
+    if loaded.spec.annotations().as_ref().is_none_or(|a| !a.contains_key(ANN_MODE)) && std::env::var("NESTRUN_MODE").is_ok_and(|m| m == "plain") {
+        tracing::warn!("NESTRUN_MODE=plain in the runtime's environment: container {id} runs as written, without a user namespace");
+    }
     std::fs::create_dir_all(root.join(sidecar::DIR)).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let root = std::fs::canonicalize(root).map_err(|source| LifecycleError::State { path: root.into(), source })?;
     let sdir = sidecar::dir(&root, id);
