@@ -34,7 +34,15 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-ROOT="$NESTRUN_TEST_DIR/cri"
+# NESTRUN_CRI_CONTAINERD=DIR: the containerd (and its shim and ctr) in DIR instead of the host's,
+# with config version 3 when it is 2.x (e.g. scripts/sid-engines.sh's 2.1: DIR =
+# /var/cache/nestrun-test/sid/root/usr/bin), in its own root and state (a 2.x meta.db is not
+# for 1.x); the socket, CNI network and runtime roots stay: run one of the two at a time.
+CTRD_DIR=${NESTRUN_CRI_CONTAINERD:-/usr/bin}
+CTRD_MAJOR=$("$CTRD_DIR/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//; s/[.~].*//')
+SUFFIX=""
+[[ "$CTRD_DIR" == /usr/bin ]] || SUFFIX="-$(basename "$(dirname "$(dirname "$CTRD_DIR")")")"
+ROOT="$NESTRUN_TEST_DIR/cri$SUFFIX"
 STATE="$NESTRUN_TEST_RUNDIR/cri"
 SOCK="$STATE/containerd.sock"
 PIDFILE="$NESTRUN_TEST_RUNDIR/cri-containerd.pid"
@@ -59,8 +67,8 @@ CRI_API_VERSION=2.0.1
 # integration/cri.rs's pods log here (log_directory <dir>/<pod uid>)
 POD_LOGS="$NESTRUN_TEST_DIR/cri-logs"
 
-ctr_() { ctr --address "$SOCK" -n "$NS" "$@"; }
-answering() { timeout 10 ctr --address "$SOCK" version >/dev/null 2>&1; }
+ctr_() { "$CTRD_DIR/ctr" --address "$SOCK" -n "$NS" "$@"; }
+answering() { timeout 10 "$CTRD_DIR/ctr" --address "$SOCK" version >/dev/null 2>&1; }
 cri() { timeout 300 "$PY" "$CRI_PY" --address "$SOCK" "$@"; }
 
 deps() {
@@ -124,6 +132,10 @@ write_config() {
   ]
 }
 JSON
+  if [[ "${CTRD_MAJOR:-1}" -ge 2 ]]; then
+    config_v3 >"$CONFIG"
+    return
+  fi
   cat >"$CONFIG" <<TOML
 version = 2
 root = "$ROOT"
@@ -170,6 +182,54 @@ state = "$STATE"
 TOML
 }
 
+# containerd 2.x: the same settings in config version 3
+config_v3() {
+  cat <<TOML
+version = 3
+root = "$ROOT"
+state = "$STATE"
+
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$ROOT/opt"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$CNI_CONF"
+    max_conf_num = 1
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "runc"
+        Root = "$RUNC_ROOT"
+        SystemdCgroup = false
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nested]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nested.options]
+        BinaryName = "$NESTRUN_BIN"
+        Root = "$NESTED_ROOT"
+        SystemdCgroup = false
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+TOML
+}
+
 start() {
   deps
   local pid tar fresh=0
@@ -183,7 +243,7 @@ start() {
       # restart-keep: the same config (runtime binary) as the pods were made with
       [[ "${KEEP_PODS:-0}" == 1 && -s "$CONFIG" ]] || write_config
       echo "=== $(date -Is) starting containerd --config $CONFIG" >>"$LOGFILE"
-      setsid /usr/bin/containerd --config "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 &
+      PATH="$CTRD_DIR:$PATH" setsid "$CTRD_DIR/containerd" --config "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 &
       echo $! >"$PIDFILE"
       fresh=1
       log "started CRI containerd (pid $!)"

@@ -11,7 +11,8 @@
 #            $NESTRUN_TEST_RUNDIR/docker28.sock, bridge nestrun28 10.214.0.1/24, runtime
 #            `nested` = $NESTRUN_BIN, the host's runc as default runtime)
 #   stop     stops both, removes the bridge; the data root (images) stays
-#   env      prints `export NESTRUN_DOCKER28_HOST=... NESTRUN_DOCKER28_CLI=...`
+#   env      prints `export NESTRUN_DOCKER28_HOST=... NESTRUN_DOCKER28_CLI=... NESTRUN_SID_BIN=...`
+#            (NESTRUN_SID_BIN: sid's containerd, shim and ctr, for scripts/cri-containerd.sh)
 #   import   copies images from the bookworm test dockerd (default: nestrun-test/busybox
 #            and nestrun-test/dind)
 # sid's dockerd and containerd need glibc <= 2.34 and run on bookworm; sid's runc does not.
@@ -132,7 +133,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) pid_alive "$RUN/dockerd.pid" >/dev/null && dk info >/dev/null 2>&1 ;;
-  env) echo "export NESTRUN_DOCKER28_HOST=unix://$DSOCK NESTRUN_DOCKER28_CLI=$CLI" ;;
+  env) echo "export NESTRUN_DOCKER28_HOST=unix://$DSOCK NESTRUN_DOCKER28_CLI=$CLI NESTRUN_SID_BIN=$SYSROOT/usr/bin" ;;
   import) shift; import "$@" ;;
   *) die "usage: $0 fetch|start|stop|status|env|import [IMAGE...]" ;;
 esac
