@@ -33,8 +33,8 @@ pub fn host_owned(path: &Path) -> bool {
     matches!((owner.metadata(), std::fs::metadata("/proc/self/ns/user")), (Ok(a), Ok(b)) if id(&a) == id(&b))
 }
 
-/// `ip ARGS` run inside the network namespace `ns`.
-fn ip_in(ns: &Path, args: &[&str]) -> Result<String, HostError> {
+/// `ip ARGS` run inside the network namespace `ns`, with `batch` on its stdin (`-batch -`).
+fn ip_in(ns: &Path, args: &[&str], batch: Option<&str>) -> Result<String, HostError> {
     let f = std::fs::File::open(ns).map_err(super::io("open network namespace", ns))?;
     let fd = f.as_raw_fd();
     let mut cmd = Command::new("ip");
@@ -48,8 +48,16 @@ fn ip_in(ns: &Path, args: &[&str]) -> Result<String, HostError> {
             Ok(())
         });
     }
-    let what = format!("ip {}", args.join(" "));
-    let out = cmd.output().map_err(|e| HostError::Io { what: "run ip (iproute2) in", path: ns.into(), source: e })?;
+    let what = format!("ip {}{}", args.join(" "), batch.map(|b| format!(" <<< {:?}", b)).unwrap_or_default());
+    let run = |e| HostError::Io { what: "run ip (iproute2) in", path: ns.into(), source: e };
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(run)?;
+    if let (Some(b), Some(mut stdin)) = (batch, child.stdin.take()) {
+        use std::io::Write;
+        stdin.write_all(b.as_bytes()).map_err(run)?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().map_err(run)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(HostError::Io { what: "ip in", path: ns.into(), source: std::io::Error::other(format!("{what}: {msg}")) });
@@ -66,6 +74,7 @@ pub struct Plan {
 }
 
 /// Pure: the plan from `ip -j addr show` and `ip -j route show` (IPv4 and IPv6) output.
+/// A default route is written as its prefix, so one `ip -batch` replays both families.
 pub fn plan(addrs: &str, routes4: &str, routes6: &str) -> Plan {
     let mut p = Plan::default();
     let list = |t: &str| serde_json::from_str::<Vec<Value>>(t).unwrap_or_default();
@@ -94,6 +103,11 @@ pub fn plan(addrs: &str, routes4: &str, routes6: &str) -> Plan {
             if !p.links.contains(&dev) || s(&r, "protocol").as_deref() == Some("kernel") || dst.starts_with("fe80") || dst.starts_with("ff00") {
                 continue;
             }
+            let dst = match (dst.as_str(), family) {
+                ("default", "-4") => "0.0.0.0/0".to_string(),
+                ("default", _) => "::/0".to_string(),
+                _ => dst,
+            };
             let mut args = vec![family.to_string(), dst, "dev".into(), dev];
             for (key, field) in [("via", "gateway"), ("src", "prefsrc"), ("scope", "scope"), ("proto", "protocol")] {
                 if let Some(v) = s(&r, field).filter(|v| !(field == "scope" && v == "global")) {
@@ -112,27 +126,25 @@ pub fn plan(addrs: &str, routes4: &str, routes6: &str) -> Plan {
 
 /// Moves the interfaces of the engine's namespace `from` (but `lo`) into the network namespace
 /// of process `pid`, then gives them their addresses and routes there and brings them up.
+/// Three `ip` runs: one reads, one moves, one configures (`-batch`; each run costs a few ms).
 pub fn adopt(from: &Path, pid: i32) -> Result<Plan, HostError> {
     let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let p = plan(&ip_in(from, &["-j", "addr", "show"])?, &ip_in(from, &["-j", "-4", "route", "show"])?, &ip_in(from, &["-j", "-6", "route", "show"])?);
-    let pid = pid.to_string();
-    for l in &p.links {
-        ip_in(from, &["link", "set", "dev", l, "netns", &pid])?;
+    let read = ip_in(from, &["-j", "-batch", "-"], Some("addr show\nroute show\n"))?;
+    let mut docs = read.lines().filter(|l| l.trim_start().starts_with('['));
+    let (addrs, routes4) = (docs.next().unwrap_or("[]"), docs.next().unwrap_or("[]"));
+    // IPv6 routes only where an interface has an IPv6 address of its own (`-6` is no batch word)
+    let routes6 = if addrs.contains("\"inet6\"") && addrs.contains("\"scope\":\"global\"") { ip_in(from, &["-j", "-6", "route", "show"], None)? } else { "[]".into() };
+    let p = plan(addrs, routes4, &routes6);
+    if p.links.is_empty() {
+        return Ok(p);
     }
-    ip_in(&to, &["link", "set", "lo", "up"])?;
-    for l in &p.links {
-        ip_in(&to, &["link", "set", "dev", l, "up"])?;
-    }
-    for a in &p.addrs {
-        let mut args = vec!["addr", "add"];
-        args.extend(a.iter().map(String::as_str));
-        ip_in(&to, &args)?;
-    }
-    for r in &p.routes {
-        let mut args = vec![r[0].as_str(), "route", "replace"];
-        args.extend(r[1..].iter().map(String::as_str));
-        ip_in(&to, &args)?;
-    }
+    let moves: String = p.links.iter().map(|l| format!("link set dev {l} netns {pid}\n")).collect();
+    ip_in(from, &["-batch", "-"], Some(&moves))?;
+    let mut conf = String::from("link set lo up\n");
+    conf.extend(p.links.iter().map(|l| format!("link set dev {l} up\n")));
+    conf.extend(p.addrs.iter().map(|a| format!("addr add {}\n", a.join(" "))));
+    conf.extend(p.routes.iter().map(|r| format!("route replace {}\n", r[1..].join(" "))));
+    ip_in(&to, &["-batch", "-"], Some(&conf))?;
     Ok(p)
 }
 
@@ -157,7 +169,7 @@ mod tests {
             p.routes,
             vec![
                 vec!["-4", "10.96.0.0/12", "dev", "eth0", "scope", "link", "metric", "100"],
-                vec!["-4", "default", "dev", "eth0", "via", "10.88.77.1"],
+                vec!["-4", "0.0.0.0/0", "dev", "eth0", "via", "10.88.77.1"],
             ],
             "direct routes first, then those through a gateway; the address's own route is the kernel's"
         );

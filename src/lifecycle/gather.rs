@@ -57,6 +57,31 @@ pub fn rlimit_hard() -> Vec<(String, u64)> {
     .collect()
 }
 
+/// The runtime's own oom_score_adj when `adj` is below what it may set without
+/// CAP_SYS_RESOURCE (the kernel's per-process minimum, which no file shows): a child tries.
+fn oom_floor(adj: i32) -> Option<i32> {
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()?;
+    if adj >= own {
+        return None;
+    }
+    let value = format!("{adj}");
+    // SAFETY: the child only opens, writes and exits (async-signal-safe).
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            let ok = fd >= 0 && libc::write(fd, value.as_ptr().cast(), value.len()) == value.len() as isize;
+            libc::_exit(if ok { 0 } else { 1 })
+        },
+        -1 => Some(own),
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            (!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)).then_some(own)
+        }
+    }
+}
+
 /// Where the container's host-backed data dirs live: one directory per (root, id).
 /// The data dir's name beside an engine's upper dir.
 pub const DATA_DIR_NAME: &str = "nestrun-data";
@@ -75,8 +100,9 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let (fuse, tun) = crate::facts::requested_devices(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
     facts.runtime_caps = runtime_caps();
     facts.rlimit_hard = rlimit_hard();
-    if !facts.runtime_caps.iter().any(|c| c == "CAP_SYS_RESOURCE") {
-        facts.oom_score_adj_floor = std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|v| v.trim().parse().ok());
+    let wanted = spec.process().as_ref().and_then(|p| p.oom_score_adj());
+    if let Some(adj) = wanted.filter(|_| !facts.runtime_caps.iter().any(|c| c == "CAP_SYS_RESOURCE")) {
+        facts.oom_score_adj_floor = oom_floor(adj);
     }
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let modules = Path::new("/lib/modules").join(&release);
