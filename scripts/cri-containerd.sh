@@ -167,19 +167,25 @@ state = "$STATE"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+TOML
+  runtimes_toml 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes' >>"$CONFIG"
+
+}
+
+# runtimes_toml TABLE: the runc and nested handlers under TABLE (config v2 and v3 name it apart)
+runtimes_toml() {
+  local h bin root
+  for h in runc nested; do
+    if [[ $h == runc ]]; then bin=runc root=$RUNC_ROOT; else bin=$NESTRUN_BIN root=$NESTED_ROOT; fi
+    cat <<TOML
+    [$1.$h]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "runc"
-        Root = "$RUNC_ROOT"
-        SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nested]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nested.options]
-        BinaryName = "$NESTRUN_BIN"
-        Root = "$NESTED_ROOT"
+      [$1.$h.options]
+        BinaryName = "$bin"
+        Root = "$root"
         SystemdCgroup = false
 TOML
+  done
 }
 
 # containerd 2.x: the same settings in config version 3
@@ -211,18 +217,9 @@ state = "$STATE"
     max_conf_num = 1
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = "runc"
-        Root = "$RUNC_ROOT"
-        SystemdCgroup = false
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nested]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nested.options]
-        BinaryName = "$NESTRUN_BIN"
-        Root = "$NESTED_ROOT"
-        SystemdCgroup = false
+TOML
+  runtimes_toml 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes'
+  cat <<TOML
 
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
