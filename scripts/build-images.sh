@@ -372,18 +372,24 @@ build_dind_trixie() {
   # older builds
   find "$NESTRUN_IMAGE_CACHE" -maxdepth 1 -name 'dind-trixie-*.tar' ! -path "$TRIXIE_TAR" -delete
 }
-if [[ "$WANT_TRIXIE" == 1 ]]; then
-  if [[ ! -s "$TRIXIE_TAR" || "$FORCE" == 1 ]]; then
-    log "building $TRIXIE_TAR (debootstrap trixie: about a minute)"
-    build_dind_trixie || log "warning: nestrun-test/dind-trixie not built; the tests that need it will FAIL"
+# debian_dind NAME TAR BUILDER: build TAR (when missing, or --force) and import it as
+# nestrun-test/NAME with the dind entrypoint
+debian_dind() {
+  local name=$1 tar=$2 builder=$3
+  if [[ ! -s "$tar" || "$FORCE" == 1 ]]; then
+    log "building $tar (debootstrap: about a minute)"
+    "$builder" || log "warning: nestrun-test/$name not built; the tests that need it will FAIL"
   fi
-  if [[ -s "$TRIXIE_TAR" ]]; then
-    import_image nestrun-test/dind-trixie:latest "$TRIXIE_TAR" \
+  if [[ -s "$tar" ]]; then
+    import_image "nestrun-test/$name:latest" "$tar" \
       'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       'VOLUME /var/lib/docker' \
       'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
       'CMD []'
   fi
+}
+if [[ "$WANT_TRIXIE" == 1 ]]; then
+  debian_dind dind-trixie "$TRIXIE_TAR" build_dind_trixie
 fi
 
 # --- dind-sid -------------------------------------------------------------------
@@ -403,17 +409,7 @@ build_dind_sid() {
   find "$NESTRUN_IMAGE_CACHE" -maxdepth 1 -name 'dind-sid-*.tar' ! -path "$SID_TAR" -delete
 }
 if [[ "$WANT_SID" == 1 ]]; then
-  if [[ ! -s "$SID_TAR" || "$FORCE" == 1 ]]; then
-    log "building $SID_TAR (debootstrap sid: about a minute)"
-    build_dind_sid || log "warning: nestrun-test/dind-sid not built; the tests sid:: will FAIL"
-  fi
-  if [[ -s "$SID_TAR" ]]; then
-    import_image nestrun-test/dind-sid:latest "$SID_TAR" \
-      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      'VOLUME /var/lib/docker' \
-      'ENTRYPOINT ["/usr/bin/docker-init", "--", "/usr/local/bin/dind-entrypoint"]' \
-      'CMD []'
-  fi
+  debian_dind dind-sid "$SID_TAR" build_dind_sid
 fi
 
 log "done"
