@@ -14,6 +14,7 @@ mod cri;
 mod cri_dind;
 mod ctr;
 mod diskfull;
+mod gc;
 mod leaks;
 mod docker;
 mod docker28;

@@ -82,6 +82,7 @@ fn items() -> Vec<Item> {
         },
         None => (true, "not used: v1 controller hierarchies are delegated".into()),
     };
+    let orphans = crate::lifecycle::gc::count();
     vec![
         Item { name: "kernel", ok: kernel_at_least(&release, 5, 19), required: false, detail: release.clone(), disables: "ID-mapped overlay lower layers (>= 5.19): below, the chown fallback copies each container's image layers (O(files) per start)" },
         Item { name: "user namespaces", ok: userns, required: true, detail: format!("max_user_namespaces={}", read("/proc/sys/user/max_user_namespaces").trim()), disables: "everything: system containers need them" },
@@ -95,6 +96,7 @@ fn items() -> Vec<Item> {
         Item { name: "pod networking (CRI)", ok: ip.is_some(), required: false, detail: ip.clone().unwrap_or_else(|| "no `ip` (iproute2) in PATH".into()), disables: "pods on containerd 1.x: the sandbox cannot take over the network namespace CNI configured (its create fails); install iproute2" },
         Item { name: "NESTRUN_MODE", ok: env_mode.as_deref() != Some("plain"), required: false, detail: env_mode.clone().map(|m| format!("NESTRUN_MODE={m}")).unwrap_or_else(|| "unset: system containers unless io.nestrun.mode=plain".into()), disables: "every container without an io.nestrun.mode annotation runs as written: no user namespace, root is host root" },
         Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
+        Item { name: "orphans", ok: orphans == 0, required: false, detail: if orphans == 0 { "none: every nestrun resource belongs to a live container".into() } else { format!("{orphans} resources of lost containers: see `nestrun gc`") }, disables: "their uid ranges, mounts and cgroups stay taken until `nestrun gc --force`" },
         Item { name: "capabilities", ok: true, required: false, detail: if missing.is_empty() { "all".into() } else { format!("bounding set lacks {}", missing.join(",")) }, disables: "a missing capability is also missing inside containers" },
     ]
 }

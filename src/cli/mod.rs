@@ -12,6 +12,7 @@ mod delete;
 mod events;
 mod exec;
 mod features;
+mod gc;
 pub mod fuse;
 mod kill;
 mod list;
@@ -84,6 +85,8 @@ pub enum Cmd {
     Features(liboci_cli::Features),
     /// Print what this host supports and what a missing item disables.
     Check(check::Check),
+    /// List (or with --force reclaim) what nestrun made for containers whose state is lost.
+    Gc(gc::Gc),
     /// Internal: the per-container FUSE server for /proc and /sys.
     #[command(hide = true, name = "fuse-serve")]
     FuseServe(fuse::FuseServe),
@@ -148,6 +151,7 @@ pub fn dispatch(opts: Opts) -> Result<i32> {
         Cmd::Spec(a) => ok(spec::run(a)),
         Cmd::Features(a) => ok(features::run(a)),
         Cmd::Check(a) => check::run(a),
+        Cmd::Gc(a) => gc::run(a),
         Cmd::FuseServe(a) => ok(fuse::run(a)),
     }
 }

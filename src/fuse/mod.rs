@@ -17,6 +17,7 @@ pub mod render;
 mod server;
 pub mod sysctl;
 mod uring;
+mod watch;
 mod wire;
 
 use std::os::fd::OwnedFd;
@@ -139,7 +140,10 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
         files: Default::default(),
     };
     let sysctls = sysctl::load(Path::new("/"));
-    serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true)
+    watch::spawn(&cfg.mountpoint);
+    let served = serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true);
+    watch::hold();
+    served
 }
 
 /// What the server writes to its ready fd once serving: over /dev/fuse, or over io_uring.

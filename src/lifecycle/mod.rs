@@ -11,6 +11,7 @@ use crate::subid::SubidError;
 
 mod create;
 mod gather;
+pub mod gc;
 pub(crate) mod teardown;
 
 pub use create::{create, CreateArgs};

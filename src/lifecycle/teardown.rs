@@ -11,13 +11,13 @@ use crate::host::{self, cgroup, mountinfo};
 use crate::sidecar::{self, Record};
 
 /// The container's `cgroup.procs` in every cgroup hierarchy.
-fn procs_files(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn procs_files(cgroup_path: &Path) -> Vec<std::path::PathBuf> {
     cgroup::hierarchies().iter().map(|e| cgroup::dir_in(&e.mount_point, cgroup_path).join("cgroup.procs")).collect()
 }
 
 /// Kill whatever still runs in the container's cgroup (an init orphaned by a killed create),
 /// then wait (up to 2 s) until it is empty.
-fn kill_and_wait_empty(cgroup_path: &Path) {
+pub(crate) fn kill_and_wait_empty(cgroup_path: &Path) {
     if cgroup_path.components().count() < 2 {
         return; // never the root cgroup
     }
@@ -70,9 +70,19 @@ pub fn clear_mounts(dir: &Path) {
 pub fn teardown(root: &Path, id: &str) {
     let _t = crate::logging::step("teardown");
     let sdir = sidecar::dir(root, id);
-    let rec = Record::load(&sdir).unwrap_or_default();
-    if let Some(pid) = rec.fuse_pid {
-        if let Some(mnt) = &rec.fuse_mount {
+    // Without its state dir (an orphan: `gc`, or the FUSE server after its container), the
+    // record's mirror tells what was made.
+    let rec = Record::load(&sdir).or_else(|| Record::load_mirror(root, id)).unwrap_or_default();
+    teardown_record(root, id, &rec);
+}
+
+/// [`teardown`] from a given record (the caller may have dropped what it must not touch).
+pub fn teardown_record(root: &Path, id: &str, rec: &Record) {
+    let sdir = sidecar::dir(root, id);
+    if let (Some(pid), Some(mnt)) = (rec.fuse_pid, &rec.fuse_mount) {
+        if pid as u32 == std::process::id() {
+            crate::host::unmount(mnt); // the server tearing down after its container
+        } else {
             let _ = crate::fuse::stop(nix::unistd::Pid::from_raw(pid), mnt);
         }
     }
@@ -111,6 +121,7 @@ pub fn teardown(root: &Path, id: &str) {
         }
     }
     let _ = std::fs::remove_dir(root.join(sidecar::DIR));
+    sidecar::remove_mirror(root, id);
 }
 
 /// `delete [--force]`.
