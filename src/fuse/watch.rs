@@ -45,6 +45,7 @@ fn watch(mirror: &Path) {
     wait_gone(&sdir);
     tracing::info!(state = %sdir.display(), "the container's state dir is gone: waiting for its processes");
     if let Some(cg) = &rec.cgroup_path {
+        kill_never_started(cg);
         wait_empty(cg);
     }
     // Still ours? A create of the same id in the same root makes the state dir and the mirror
@@ -100,6 +101,22 @@ fn wait_empty(cg: &Path) {
             while !readable(&fd, RECHECK) {}
         }
         std::thread::sleep(Duration::from_millis(100)); // the kernel empties the cgroup after the exit
+    }
+}
+
+/// A created container whose state is gone can never be started (`start` needs the state): its
+/// init is still this runtime's binary, waiting. It is killed so the teardown can go on. A
+/// container that runs its own program keeps running (as under runc); `nestrun gc --force`
+/// reclaims it.
+fn kill_never_started(cg: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(me) = id("/proc/self/exe") else { return };
+    for pid in crate::lifecycle::gc::cgroup_pids(cg) {
+        if id(&format!("/proc/{pid}/exe")) == Some(me) {
+            tracing::info!(pid, "init of a container that was never started: killed");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
     }
 }
 
