@@ -335,6 +335,8 @@ pub fn fuse_server_pids(id: &str) -> Vec<i32> {
 pub struct Traces {
     pub mounts: Vec<String>,
     pub mnt_dirs: Vec<PathBuf>,
+    /// The record kept beside the mount dir (`<id>-<hash>.record`).
+    pub records: Vec<PathBuf>,
     pub leases: Vec<PathBuf>,
     pub data: Vec<PathBuf>,
     pub cgroups: Vec<PathBuf>,
@@ -344,11 +346,11 @@ pub struct Traces {
 impl Traces {
     /// Everything but the data dir, which persists across stop/start by design.
     pub fn is_empty_but_data(&self) -> bool {
-        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
+        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.records.is_empty() && self.leases.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
+        self.mounts.is_empty() && self.mnt_dirs.is_empty() && self.records.is_empty() && self.leases.is_empty() && self.data.is_empty() && self.cgroups.is_empty() && self.fuse_servers.is_empty()
     }
 }
 
@@ -367,7 +369,8 @@ pub fn traces(id: &str) -> Traces {
     data.extend(layer_data_dir(id));
     Traces {
         mounts: mounts_containing(&format!("/run/nestrun-mnt/{id}-")),
-        mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")),
+        mnt_dirs: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")).into_iter().filter(|p| p.extension().is_none_or(|e| e != "record")).collect(),
+        records: entries_with_prefix("/run/nestrun-mnt", &format!("{id}-")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "record")).collect(),
         leases: leases_naming(&format!("/.nestrun/{id}")),
         data,
         cgroups: cgroup_dirs(&format!("docker/{id}")),
@@ -380,6 +383,7 @@ pub fn assert_no_traces(id: &str) {
     let after = traces(id);
     assert!(after.mounts.is_empty(), "{id}: mounts left: {:?}", after.mounts);
     assert!(after.mnt_dirs.is_empty(), "{id}: mount dirs left: {:?}", after.mnt_dirs);
+    assert!(after.records.is_empty(), "{id}: records left: {:?}", after.records);
     assert!(after.leases.is_empty(), "{id}: uid leases left: {:?}", after.leases);
     assert!(after.data.is_empty(), "{id}: data dirs left: {:?}", after.data);
     assert!(after.cgroups.is_empty(), "{id}: cgroups left: {:?}", after.cgroups);
