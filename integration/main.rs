@@ -27,3 +27,4 @@ mod seccomp;
 mod sid;
 mod system;
 mod systemd;
+mod validation;

@@ -6,8 +6,11 @@
 //! - `rewrite`: every spec that parses, with randomly varied `Facts`, is rewritten without a
 //!   panic; an Ok output is idempotent, re-parses from its own JSON (the shadow config.json),
 //!   keeps the system-container invariants (see [`invariants`]) and passes libcontainer's
-//!   validator (unless the input itself already failed it: nestrun passes such a spec on and
-//!   youki refuses it at create, as runc would).
+//!   validator (unless the input itself already failed it). A spec that passes nestrun's own
+//!   validation at create (`crate::validate`) is rewritten without error, or with one of the
+//!   refusals the rewrite owns ([`rewrite_owns`]), and its output (the spec itself in plain
+//!   mode) always passes libcontainer's validator: every refusal of that validator comes from
+//!   nestrun's, in one line, first.
 //! - `meminfo`, `cpuinfo`, `stat`, `misc`: the FUSE renderers on mutated captured samples
 //!   (`src/fuse/testdata/`) and random numbers never panic and keep their format invariants.
 //! - `parsers`: the cgroup/cpu-list/sysctl parsers never panic and return in-range values.
@@ -549,7 +552,7 @@ fn mutate_semantic(rng: &mut Rng, v: &mut Value) {
         let n = if rng.one_in(5) { rng.below(4) } else { 1 };
         Value::Array((0..n).map(|_| json!({"containerID": rng.interesting_u32() % if rng.one_in(2) { 1 } else { u32::MAX }, "hostID": rng.interesting_u32(), "size": rng.interesting_u32()})).collect())
     };
-    match rng.below(26) {
+    match rng.below(27) {
         0 => set(v, &["linux", "uidMappings"], mapping(rng)),
         1 => set(v, &["linux", "gidMappings"], mapping(rng)),
         2 => {
@@ -647,6 +650,18 @@ fn mutate_semantic(rng: &mut Rng, v: &mut Value) {
                     }
                     ms.push(m);
                 }
+            }
+        }
+        25 => {
+            // What only nestrun's validation at create looks at (crate::validate).
+            match rng.below(7) {
+                0 => set(v, &["process", "oomScoreAdj"], json!(*rng.pick(&[-1001i64, -1000, 0, 1000, 1001]))),
+                1 => set(v, &["process", "cwd"], json!(rng.pick(&["/", "", "tmp", "/tmp/.."]))),
+                2 => push(v, &["process", "env"], json!(rng.pick(&["A=1", "NOEQUALS", "=x", "A=\u{0}"]))),
+                3 => set(v, &["linux", "rootfsPropagation"], json!(rng.pick(&["shared", "rshared", "private", "", "slave"]))),
+                4 => set(v, &["hooks", *rng.pick(&["prestart", "poststart", "poststop"])], json!([{"path": rng.pick(&["/bin/true", "true"])}])),
+                5 => set(v, &["process", "user", "uid"], json!(*rng.pick(&[0u32, 1000, 65535, 65536, 70000, 2147483647, 2147483648]))),
+                _ => push(v, &["mounts"], json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": [rng.pick(&["uid=0", "gid=5", "uid=70000", "gid=abc", "idmap"])]})),
             }
         }
         _ => {
@@ -917,17 +932,29 @@ fn check_rewrite(case: &[u8]) -> Result<&'static str, String> {
     let facts: Facts = serde_json::from_slice(&facts).map_err(|e| format!("case file: facts: {e}"))?;
     let Ok(spec) = crate::bundle::parse_spec(Path::new("config.json"), &bytes) else { return Ok("unparsed") };
     let input_valid = crate::rewrite::golden::validate_for_create(&spec).is_ok();
+    // What create lets through (a terminal gets its console socket, as engines give one).
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let passes = crate::validate::validate(&spec, &crate::validate::Call { mode: facts.mode, detach: true, console_socket: terminal }).is_ok();
     let out = match crate::rewrite::rewrite(spec.clone(), &facts) {
         Ok(out) => out,
         Err(e) => {
             if e.to_string().is_empty() {
                 return Err("empty rewrite error".into());
             }
-            return Ok("refused");
+            if passes && !rewrite_owns(&e) {
+                return Err(format!("the rewrite refuses a spec that passes validation, with an error validation should have given: {e}"));
+            }
+            return Ok(if passes { "refused by the rewrite" } else { "refused by validation" });
         }
     };
     if facts.mode == Mode::Plain {
-        return if out == spec { Ok("plain") } else { Err("plain mode changed the spec".into()) };
+        if out != spec {
+            return Err("plain mode changed the spec".into());
+        }
+        return match crate::rewrite::golden::validate_for_create(&spec) {
+            Err(e) if passes => Err(format!("libcontainer's validator rejects a plain-mode spec that passes validation: {e}")),
+            _ => Ok(if passes { "plain" } else { "plain, refused by validation" }),
+        };
     }
     match crate::rewrite::rewrite(out.clone(), &facts) {
         Ok(again) if again == out => {}
@@ -948,10 +975,20 @@ fn check_rewrite(case: &[u8]) -> Result<&'static str, String> {
     }
     invariants(&out, &facts)?;
     match crate::rewrite::golden::validate_for_create(&out) {
-        Ok(()) => Ok("rewritten"),
+        Ok(()) => Ok(if passes { "rewritten" } else { "rewritten, refused by validation" }),
+        Err(e) if passes => Err(format!("libcontainer's validator rejects the output of a spec that passes validation: {e}")),
         Err(_) if !input_valid => Ok("rewritten, input already invalid"),
         Err(e) => Err(format!("libcontainer's validator rejects the output of a valid input: {e}")),
     }
+}
+
+/// The refusals that `crate::validate` leaves to the rewrite, which may still come for a spec
+/// that passes validation: host namespaces (they need the facts: a path may be the host's),
+/// and engine id mappings that are not the one range from 0 nestrun keeps (or that the facts'
+/// range makes invalid). Anything else is a refusal validation should have made first.
+fn rewrite_owns(e: &crate::rewrite::RewriteError) -> bool {
+    use crate::rewrite::RewriteError as R;
+    matches!(e, R::HostNamespace(..) | R::PodHostNamespace(..) | R::BadMapping { .. })
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod seccomp_stub_tests;
 mod skip_log;
 mod sidecar;
 mod subid;
+mod validate;
 
 fn main() {
     // A working directory that was removed (containerd 1.6 runs a pod's containers from the
