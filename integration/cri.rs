@@ -287,8 +287,9 @@ fn two_containers(test: &str, handler: &str) {
     });
     assert!(served, "client cannot reach web on localhost: {last:?}");
     // ... and back, with nc: a listener in client, a sender in web
-    // its stdin stays open: at /dev/null's EOF busybox nc -l could exit before the peer's data
-    let (code, out, err) = pod.exec(&client, "sleep 1000 | nc -l -p 9090 >/tmp/got 2>&1 & sleep 1; echo done");
+    // its stdin stays open (at /dev/null's EOF busybox nc -l could exit before the peer's
+    // data); nothing of the pipeline holds ExecSync's output pipes (it would wait for them)
+    let (code, out, err) = pod.exec(&client, "(sleep 1000 2>/dev/null | nc -l -p 9090 >/tmp/got 2>&1) </dev/null >/dev/null 2>&1 & sleep 1; echo done");
     assert_eq!((code, out.trim()), (0, "done"), "{err}");
     // sent again until it lands: on a loaded machine the listener may not be up after 1 s
     let got = wait_for(20, || {
