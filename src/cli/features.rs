@@ -23,8 +23,10 @@ pub fn run(_: liboci_cli::Features) -> Result<()> {
             "selinux": { "enabled": true },
             "intelRdt": { "enabled": false },
             // What containerd 2.x reads before it sends a pod with `hostUsers: false` to a
-            // handler (as runc >= 1.2 reports): ID-mapped mounts of the container's volumes.
-            "mountExtensions": { "idmap": { "enabled": true } },
+            // handler (runc >= 1.2 reports true): ID-mapped mounts in the spec. libcontainer
+            // and nestrun's validation refuse them, so nestrun says no, and such pods are
+            // refused by containerd up front instead of failing at create.
+            "mountExtensions": { "idmap": { "enabled": false } },
         },
         "annotations": {
             "io.nestrun.mode": "system (default) or plain: run the bundle exactly as written",
