@@ -189,17 +189,16 @@ fn own_or_engine_work(u: &Path, engine_work: &Path, work: Option<&Path>, host_id
 /// writes through both (an engine's `docker cp` into a running container) are undefined for
 /// overlayfs (ESTALE seen) and land as host root, which the container sees as nobody. It is
 /// covered with a read-only bind of nestrun's overlay: copies out read what the container
-/// sees, copies in fail loudly ("read-only file system") instead of corrupting. Returns the
-/// device of the cover, which `uncover` checks before it unmounts anything.
-pub fn cover(engine_rootfs: &Path, own: &Path) -> Result<u64, HostError> {
-    let dev = std::fs::metadata(own).map_err(super::io("stat", own))?.dev();
+/// sees, copies in fail loudly ("read-only file system") instead of corrupting. `uncover` checks
+/// the cover's device (`own`'s, which the caller records first) before it unmounts anything.
+pub fn cover(engine_rootfs: &Path, own: &Path) -> Result<(), HostError> {
     mount(Some(own), engine_rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(super::sys("cover engine rootfs", engine_rootfs))?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     if let Err(e) = mount(None::<&str>, engine_rootfs, None::<&str>, ro, None::<&str>) {
         super::unmount(engine_rootfs);
         return Err(super::sys("make read-only", engine_rootfs)(e));
     }
-    Ok(dev)
+    Ok(())
 }
 
 /// Removes the cover(s) made by `cover` (never the engine's own mount below them).
