@@ -54,14 +54,16 @@ NESTED_ROOT="$NESTRUN_TEST_RUNDIR/cri-nestrun"
 VENV="$NESTRUN_TEST_DIR/cri-venv"
 PY="$VENV/bin/python"
 CRI_PY="$NESTRUN_REPO/scripts/cri.py"
-NET=nestrun-cri
-BRIDGE=nrcri0
-SUBNET=10.88.77.0/24
+# NESTRUN_CRI_NET/_BRIDGE/_SUBNET/_CGROUP_PARENT (with NESTRUN_TEST_DIR, _RUNDIR and _LOGDIR)
+# let a second instance run beside this one, by hand
+NET=${NESTRUN_CRI_NET:-nestrun-cri}
+BRIDGE=${NESTRUN_CRI_BRIDGE:-nrcri0}
+SUBNET=${NESTRUN_CRI_SUBNET:-10.88.77.0/24}
 PAUSE_IMAGE=docker.io/nestrun-test/pause:latest
 # bump when pause_image() changes what goes into the image (its archive is cached)
 PAUSE_RECIPE=2
 # the pods' cgroup parents (integration/cri.rs: /nestrun-test-cri/pod<uid>, as kubelet's /kubepods/...)
-CGROUP_PARENT=nestrun-test-cri
+CGROUP_PARENT=${NESTRUN_CRI_CGROUP_PARENT:-nestrun-test-cri}
 NS=k8s.io
 CRI_API_VERSION=2.0.1
 # integration/cri.rs's pods log here (log_directory <dir>/<pod uid>)
