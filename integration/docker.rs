@@ -188,26 +188,124 @@ fn multi_layer_image_keeps_every_layer() {
     assert_eq!(o.stdout, "two\nthree\nkeep\n1000:1001 4755\ntwo\nmore\n", "stderr: {}", o.stderr);
 }
 
-/// `docker cp` and a running system container: the engine's overlay shares its upper dir with
-/// nestrun's (ID-mapped) one, so nestrun covers the engine's rootfs path with a read-only view
-/// of its own. Copying out reads what the container wrote; copying in fails loudly instead of
-/// landing as host root (shown as nobody inside) or hitting ESTALE. Nothing stays mounted.
+/// `docker cp` and a running system container: nestrun binds an id-shifting view of the
+/// container's own overlay over the engine's rootfs path (served by the container's FUSE
+/// server), so a copy in lands in the container's range exactly as under runc and a copy out
+/// reads what the container sees. Each step runs against a runc container too, and the views
+/// are compared. A symlink the container plants towards a host path reaches the container's
+/// own file, never the host's. Nothing stays mounted.
 #[test]
-fn docker_cp_out_reads_the_container_and_cp_in_fails_loudly() {
-    need_engines!("docker_cp_out_reads_the_container_and_cp_in_fails_loudly");
-    let c = Ctr::sleeper("cp");
-    c.sh("mkdir -p /root/out && echo made-inside > /root/out/f && chmod 600 /root/out/f").ok();
+fn docker_cp_in_and_out_keeps_ownership_as_under_runc() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    need_engines!("docker_cp_in_and_out_keeps_ownership_as_under_runc");
     let dir = tempdir("cp");
-    let out = dir.path.join("out");
-    docker(&["cp", &format!("{}:/root/out", c.name), out.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), "made-inside\n");
-    let src = dir.path.join("in");
-    std::fs::write(&src, "from-host\n").unwrap();
-    let o = docker(&["cp", src.to_str().unwrap(), &format!("{}:/root/in", c.name)]);
-    assert_ne!(o.code, 0, "docker cp into a running system container must fail, not write as host root: {o:?}");
-    assert!(o.stderr.contains("read-only file system"), "{o:?}");
-    assert!(c.exec(&["cat", "/root/in"]).code != 0, "nothing was written");
-    let merged = c.inspect("{{.GraphDriver.Data.MergedDir}}");
-    drop(c);
-    assert!(mounts_containing(&merged).is_empty(), "the cover of {merged} is gone with the container");
+    // A tree as tar carries it: owners 0 and 1000, modes incl. setuid, a symlink, a hard link,
+    // an empty dir, a 2 MiB file (several FUSE writes).
+    let t = dir.path.join("tree");
+    std::fs::create_dir_all(t.join("d/empty")).unwrap();
+    std::fs::write(t.join("f"), "from-host\n").unwrap();
+    std::fs::write(t.join("exe"), "#!/bin/sh\n").unwrap();
+    std::fs::write(t.join("d/g"), "owned by 1000\n").unwrap();
+    std::fs::write(t.join("big"), (0..2 << 20).map(|i: u32| (i * 7 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::hard_link(t.join("f"), t.join("hard")).unwrap();
+    symlink("f", t.join("l")).unwrap();
+    for (p, mode) in [("", 0o755), ("f", 0o644), ("exe", 0o4755), ("d", 0o2750), ("d/g", 0o600), ("d/empty", 0o700), ("big", 0o640)] {
+        std::fs::set_permissions(t.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for p in ["d", "d/g", "d/empty"] {
+        chown(t.join(p), Some(1000), Some(1000)).unwrap();
+    }
+    let nested = Ctr::sleeper("cp");
+    let runc = Ctr { name: unique("cp-runc") };
+    docker(&["run", "-d", "--runtime", "runc", "--name", &runc.name, BUSYBOX, "sleep", "100000"]).ok();
+    let listing = "cd /dst && find . | sort | while read p; do stat -c '%n %u %g %a %s %F %h' \"$p\"; done; \
+                   find . -type f | sort | xargs md5sum; find . -type l | sort | xargs -n1 readlink";
+    // As an archive on stdin: the engine keeps the owners in it (the CLI's own archive of a
+    // host dir says root for every file).
+    let tar = dir.path.join("tree.tar");
+    run_cmd(sh_in(&t, &format!("tar --numeric-owner -cf {} .", tar.display())), Duration::from_secs(30)).ok();
+    let mut views = Vec::new();
+    for c in [&nested, &runc] {
+        c.exec(&["mkdir", "/dst"]).ok();
+        cp_archive(&tar, &format!("{}:/dst", c.name)).ok();
+        views.push(c.sh(listing).ok().stdout);
+    }
+    assert_eq!(views[0], views[1], "the nested container sees the copy exactly as runc's does");
+    assert!(views[0].contains("./d/g 1000 1000 600 14 regular file 1"), "{}", views[0]);
+    assert!(views[0].contains("./exe 0 0 4755 "), "{}", views[0]);
+    assert!(views[0].contains("./f 0 0 644 10 regular file 2"), "{}", views[0]);
+    // Copy out, as the engine's archive (owners as it reads them) and extracted by the CLI.
+    let outs: Vec<_> = [&nested, &runc]
+        .iter()
+        .map(|c| {
+            let mut a = sh_in(&dir.path, r#"/usr/bin/docker cp "$1" - | tar -tv --numeric-owner | awk '{ $4 = ""; $5 = ""; print }' | sort"#);
+            a.arg("sh").arg(format!("{}:/dst", c.name)).env("DOCKER_HOST", docker_host());
+            let archive = run_cmd(a, Duration::from_secs(60)).ok().stdout;
+            let out = dir.path.join(format!("out-{}", c.name));
+            docker(&["cp", "-a", &format!("{}:/dst", c.name), out.to_str().unwrap()]).ok();
+            let tree = run_cmd(sh_in(&out, "find . | sort | while read p; do stat -c '%n %u %g %a %s %F %h' \"$p\"; done; find . -type f | sort | xargs md5sum"), Duration::from_secs(30)).ok().stdout;
+            (archive, tree)
+        })
+        .collect();
+    assert_eq!(outs[0], outs[1], "docker cp out of the nested container gives what runc's gives");
+    assert!(outs[0].0.contains("-rw------- 1000/1000 14   dst/d/g"), "{}", outs[0].0);
+    assert!(outs[0].1.contains("./d/g 0 0 600 14 regular file 1"), "{}", outs[0].1);
+    // Writes of the container are what a copy out reads; a file the container deleted can be
+    // copied in again (no ESTALE); /root stays the container root's.
+    let new = dir.path.join("g");
+    std::fs::write(&new, "replaced\n").unwrap();
+    nested.sh("echo exec-wrote > /dst/w && rm /dst/d/g").ok();
+    docker(&["cp", new.to_str().unwrap(), &format!("{}:/dst/d/g", nested.name)]).ok();
+    docker(&["cp", new.to_str().unwrap(), &format!("{}:/root/in", nested.name)]).ok();
+    assert_eq!(nested.sh("cat /dst/d/g /root/in; stat -c '%u %g' /root; stat -c '%u %g %a' /root/in; ls /root").ok().stdout, "replaced\nreplaced\n0 0\n0 0 644\nin\n");
+    let w = dir.path.join("w");
+    docker(&["cp", &format!("{}:/dst/w", nested.name), w.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(&w).unwrap(), "exec-wrote\n");
+    // Ids outside the range and device nodes cannot be written: the copy fails, loudly.
+    let odd = dir.path.join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("x"), "x").unwrap();
+    chown(odd.join("x"), Some(70000), Some(70000)).unwrap();
+    let odd_tar = dir.path.join("odd.tar");
+    run_cmd(sh_in(&odd, &format!("tar --numeric-owner -cf {} x", odd_tar.display())), Duration::from_secs(30)).ok();
+    assert_ne!(cp_archive(&odd_tar, &format!("{}:/dst", nested.name)).code, 0, "uid 70000 is outside the range");
+    let devdir = dir.path.join("devs");
+    std::fs::create_dir(&devdir).unwrap();
+    nix::sys::stat::mknod(&devdir.join("null"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3)).unwrap();
+    assert_ne!(docker(&["cp", devdir.to_str().unwrap(), &format!("{}:/devs", nested.name)]).code, 0);
+    assert_ne!(nested.exec(&["test", "-c", "/devs/null"]).code, 0, "no device node made");
+    // Symlinks towards host paths lead to the container's own files.
+    let tag = unique("cp-escape");
+    let marker = std::path::PathBuf::from(format!("/etc/{tag}-marker"));
+    std::fs::write(&marker, "host-secret\n").unwrap();
+    nested.sh(&format!("ln -s /etc /dst/etc && ln -s {} /dst/mk", marker.display())).ok();
+    let leaked = dir.path.join("leaked");
+    let o = docker(&["cp", &format!("{}:/dst/etc/{tag}-marker", nested.name), leaked.to_str().unwrap()]);
+    let read = std::fs::read_to_string(&leaked).unwrap_or_default();
+    docker(&["cp", new.to_str().unwrap(), &format!("{}:/dst/etc/{tag}-planted", nested.name)]);
+    docker(&["cp", new.to_str().unwrap(), &format!("{}:/dst/mk", nested.name)]);
+    let host_marker = std::fs::read_to_string(&marker).unwrap();
+    let planted = std::path::Path::new(&format!("/etc/{tag}-planted")).exists();
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(format!("/etc/{tag}-planted"));
+    assert!(!read.contains("host-secret"), "docker cp read the host's file through a symlink: {o:?}");
+    assert_eq!(host_marker, "host-secret\n", "docker cp wrote the host's file through a symlink");
+    assert!(!planted, "docker cp made a file in the host's /etc");
+    let merged = nested.inspect("{{.GraphDriver.Data.MergedDir}}");
+    drop(nested);
+    assert!(mounts_containing(&merged).is_empty(), "the covers of {merged} are gone with the container");
+}
+
+/// `docker cp - dest < tar`.
+fn cp_archive(tar: &std::path::Path, dest: &str) -> Out {
+    let mut c = sh_in(std::path::Path::new("/"), r#"/usr/bin/docker cp - "$1" < "$2""#);
+    c.arg("sh").arg(dest).arg(tar).env("DOCKER_HOST", docker_host());
+    run_cmd(c, Duration::from_secs(120))
+}
+
+/// `sh -c script` run in `dir` on the host.
+fn sh_in(dir: &std::path::Path, script: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(script).current_dir(dir);
+    c
 }

@@ -74,6 +74,8 @@ pub struct Record {
     /// The engine's rootfs path covered read-only with nestrun's overlay, and that cover's
     /// device (see `host::overlay::cover`).
     pub engine_cover: Option<(PathBuf, u64)>,
+    /// The device of the id-shifting view bound over that cover (`host::overlay::cover_shifted`).
+    pub engine_shift: Option<u64>,
     pub fuse_pid: Option<i32>,
     pub fuse_mount: Option<PathBuf>,
     /// The state root (only in the mirror: the sidecar dir is `<root>/.nestrun/<id>`).

@@ -33,6 +33,16 @@ pub struct FuseServe {
     /// The host's cgroup mounts as mountinfo lines (default: read /proc/self/mountinfo).
     #[arg(long, allow_hyphen_values = true)]
     pub cgroup_mounts: Option<String>,
+    /// nestrun's overlay of the container, served id-shifted at --shift-mount for the engine.
+    #[arg(long)]
+    pub shift_source: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub shift_mount: Option<std::path::PathBuf>,
+    /// First host id of the container's range, and its size.
+    #[arg(long)]
+    pub shift_base: Option<u32>,
+    #[arg(long)]
+    pub shift_size: Option<u32>,
 }
 
 pub fn run(args: FuseServe) -> anyhow::Result<()> {
@@ -64,6 +74,10 @@ pub fn run(args: FuseServe) -> anyhow::Result<()> {
         start_time: start,
         init_pid: args.init_pid,
         cgroup_mounts: args.cgroup_mounts,
+        shift: match (args.shift_source, args.shift_mount, args.shift_base, args.shift_size) {
+            (Some(source), Some(mountpoint), Some(base), Some(size)) => Some(crate::fuse::ShiftConfig { source, mountpoint, base, size }),
+            _ => None,
+        },
     };
     crate::fuse::serve(cfg, ready).with_context(|| format!("fuse server at {}", mountpoint.display()))
 }

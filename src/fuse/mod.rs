@@ -15,6 +15,11 @@ mod memory;
 mod process;
 pub mod render;
 mod server;
+mod shift;
+mod shift_fuser;
+mod shift_ids;
+mod shift_io;
+mod shift_sys;
 pub mod sysctl;
 mod uring;
 mod watch;
@@ -27,6 +32,7 @@ use std::time::SystemTime;
 #[cfg(test)]
 pub use process::spawn_with;
 pub use process::{start, stop, Pending};
+pub use shift_fuser::{is_view as is_shift_view, ShiftConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FuseError {
@@ -70,6 +76,8 @@ pub struct ServeConfig {
     /// The host's cgroup mounts as mountinfo lines, as the runtime read them (so the server
     /// does not read the whole mount table again); `None`: read /proc/self/mountinfo.
     pub cgroup_mounts: Option<String>,
+    /// The id-shifting view of the container's rootfs for the engine (`docker cp`), if any.
+    pub shift: Option<ShiftConfig>,
 }
 
 impl ServeConfig {
@@ -93,6 +101,15 @@ impl ServeConfig {
         }
         if let Some(m) = &self.cgroup_mounts {
             args.push(format!("--cgroup-mounts={m}").into());
+        }
+        if let Some(s) = &self.shift {
+            for (flag, p) in [("--shift-source=", &s.source), ("--shift-mount=", &s.mountpoint)] {
+                let mut a = std::ffi::OsString::from(flag);
+                a.push(p);
+                args.push(a);
+            }
+            args.push(format!("--shift-base={}", s.base).into());
+            args.push(format!("--shift-size={}", s.size).into());
         }
         args
     }
@@ -140,6 +157,13 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
         files: Default::default(),
     };
     let sysctls = sysctl::load(Path::new("/"));
+    if let Some(s) = &cfg.shift {
+        // Without it the engine's rootfs path keeps its read-only cover: docker cp in fails
+        // loudly, as before.
+        if let Err(e) = shift_fuser::start(s) {
+            tracing::warn!("no id-shifting view for the engine: {e}");
+        }
+    }
     watch::spawn(&cfg.mountpoint);
     let served = serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true);
     watch::hold();

@@ -106,6 +106,7 @@ fn child_server() {
         start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
         init_pid: get("init-pid").map(|p| p.parse().unwrap()),
         cgroup_mounts: get("cgroup-mounts"),
+        shift: None,
     };
     let fd: i32 = get("ready-fd").unwrap().parse().unwrap();
     // SAFETY: the fd was inherited from spawn_with for exactly this purpose.
@@ -173,6 +174,7 @@ fn spawn_read_write_stop(uring: bool) {
         start_time: SystemTime::now() - std::time::Duration::from_secs(100),
         init_pid: None,
         cgroup_mounts: None,
+        shift: None,
     };
     let exe = std::env::current_exe().unwrap();
     let prefix: Vec<OsString> = ["--exact", "fuse::tests::child_server", "--ignored", "--nocapture", "--", "fuse-serve"]
@@ -333,6 +335,7 @@ fn emulated_files_map_to_destinations() {
         start_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500),
         init_pid: Some(42),
         cgroup_mounts: Some("1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory".into()),
+        shift: None,
     };
     let args: Vec<String> = cfg.to_args(Some(5)).into_iter().map(|a| a.into_string().unwrap()).collect();
     assert_eq!(

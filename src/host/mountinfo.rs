@@ -3,6 +3,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// `major:minor` of the mounted file system.
+    pub dev: String,
     pub root: PathBuf,
     pub mount_point: PathBuf,
     pub fs_type: String,
@@ -33,6 +35,7 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
             let pre: Vec<&str> = pre.split(' ').collect();
             let mut post = post.split(' ');
             Some(MountEntry {
+                dev: pre.get(2)?.to_string(),
                 root: PathBuf::from(unescape(pre.get(3)?)),
                 mount_point: PathBuf::from(unescape(pre.get(4)?)),
                 fs_type: post.next()?.to_string(),
@@ -57,7 +60,7 @@ pub fn format(entries: &[&MountEntry]) -> String {
         .iter()
         .map(|e| {
             let (src, opts) = (esc(Path::new(&e.source)), &e.super_options);
-            format!("0 0 0:0 {} {} rw - {} {src} {opts}", esc(&e.root), esc(&e.mount_point), e.fs_type)
+            format!("0 0 {} {} {} rw - {} {src} {opts}", e.dev, esc(&e.root), esc(&e.mount_point), e.fs_type)
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -189,8 +189,10 @@ fn own_or_engine_work(u: &Path, engine_work: &Path, work: Option<&Path>, host_id
 /// writes through both (an engine's `docker cp` into a running container) are undefined for
 /// overlayfs (ESTALE seen) and land as host root, which the container sees as nobody. It is
 /// covered with a read-only bind of nestrun's overlay: copies out read what the container
-/// sees, copies in fail loudly ("read-only file system") instead of corrupting. `uncover` checks
-/// the cover's device (`own`'s, which the caller records first) before it unmounts anything.
+/// sees, copies in fail loudly ("read-only file system") instead of corrupting. Once the
+/// container's FUSE server is up, `cover_shifted` puts the writable id-shifting view on top;
+/// this cover is what stays when there is none. `uncover` checks the cover's device (`own`'s,
+/// which the caller records first) before it unmounts anything.
 pub fn cover(engine_rootfs: &Path, own: &Path) -> Result<(), HostError> {
     mount(Some(own), engine_rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(super::sys("cover engine rootfs", engine_rootfs))?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
@@ -199,6 +201,30 @@ pub fn cover(engine_rootfs: &Path, own: &Path) -> Result<(), HostError> {
         return Err(super::sys("make read-only", engine_rootfs)(e));
     }
     Ok(())
+}
+
+/// Binds the container's id-shifting view (`fuse::ShiftConfig`, mounted at `view` by its FUSE
+/// server) over the engine's rootfs path, on top of the read-only cover: the engine then reads
+/// and writes the container's own overlay, seeing its range as ids `0..size` (as runc's engine
+/// would), and what it writes lands in the range (`fuse::shift`). The caller records the
+/// view's device first; `uncover_shifted` checks it before unmounting.
+pub fn cover_shifted(engine_rootfs: &Path, view: &Path) -> Result<(), HostError> {
+    // A bind keeps the view's nosuid and nodev.
+    mount(Some(view), engine_rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(super::sys("cover engine rootfs with the shifted view", engine_rootfs))
+}
+
+/// Removes the bind made by `cover_shifted`. Identified from the mount table (the view's file
+/// system type and device), not by stat: once its server is gone (killed with the container)
+/// a stat of the view fails with ENOTCONN, and the bind must go all the same.
+pub fn uncover_shifted(engine_rootfs: &Path, dev: u64) {
+    let want = format!("{}:{}", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    for _ in 0..4 {
+        let entries = super::mountinfo::read();
+        match super::mountinfo::at(&entries, engine_rootfs) {
+            Some(e) if e.dev == want && crate::fuse::is_shift_view(&e.fs_type, &e.source) => super::unmount(engine_rootfs),
+            _ => return,
+        }
+    }
 }
 
 /// Removes the cover(s) made by `cover` (never the engine's own mount below them).

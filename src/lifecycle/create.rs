@@ -156,6 +156,7 @@ fn create_in(
         if let Some(server) = server {
             let _t = crate::logging::step("attach emulated files");
             attach_proc_emulation(&container, server, rec)?;
+            shift_cover(root, sdir, rec)?;
         }
         super::fault_point("fuse");
     }
@@ -192,6 +193,17 @@ fn start_proc_emulation(
         cgroup_mounts: Some(crate::host::mountinfo::format(
             &crate::host::mountinfo::snapshot().iter().filter(|e| e.fs_type.starts_with("cgroup")).collect::<Vec<_>>(),
         )),
+        // The engine's rootfs path is covered (an overlay rootfs): the server also serves the
+        // engine an id-shifting view of the container's overlay, for `docker cp`.
+        shift: match (&rec.engine_cover, &facts.rootfs) {
+            (Some(_), Some(own)) => Some(crate::fuse::ShiftConfig {
+                source: own.clone(),
+                mountpoint: sidecar::mnt_dir(root, &rec.id).join("shift"),
+                base: facts.host_id,
+                size: facts.id_size,
+            }),
+            _ => None,
+        },
     };
     let server = crate::fuse::start(&cfg, None).map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
     rec.fuse_pid = Some(server.pid().as_raw());
@@ -206,5 +218,26 @@ fn attach_proc_emulation(container: &Container, server: crate::fuse::Pending, re
     let (Some(pid), Some(mnt)) = (container.pid(), rec.fuse_mount.as_ref()) else { return Ok(()) };
     let n = crate::host::inject::attach(pid, &crate::host::inject::pairs(mnt, crate::fuse::emulated_files()))?;
     tracing::debug!(files = n, "emulated /proc and /sys files attached");
+    Ok(())
+}
+
+/// Bind the server's id-shifting view over the engine's rootfs path (see
+/// `host::overlay::cover_shifted`), its device recorded first. No view (the server could not
+/// mount it): the read-only cover stays, and `docker cp` in fails loudly.
+fn shift_cover(root: &Path, sdir: &Path, rec: &mut Record) -> Result<(), LifecycleError> {
+    let Some((engine_rootfs, _)) = rec.engine_cover.clone() else { return Ok(()) };
+    let view = sidecar::mnt_dir(root, &rec.id).join("shift");
+    // A FUSE file system there (the server mounted it before it said it was ready); else the
+    // plain directory of the mount dir's tmpfs, or nothing.
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    if !nix::sys::statfs::statfs(&view).is_ok_and(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC) {
+        tracing::warn!("no id-shifting view at {}: docker cp into the container stays refused", view.display());
+        return Ok(());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(&view).map(|m| m.dev()).map_err(crate::host::io("stat", &view))?;
+    rec.engine_shift = Some(dev);
+    gather::save(rec, sdir)?;
+    crate::host::overlay::cover_shifted(&engine_rootfs, &view)?;
     Ok(())
 }

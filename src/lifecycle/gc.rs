@@ -202,7 +202,8 @@ pub fn scan() -> Scan {
             add("data", w.display().to_string(), " (overlay work dir)");
         }
         if let Some((p, _)) = &rec.engine_cover {
-            add("cover", p.display().to_string(), " (read-only cover of the engine's rootfs)");
+            let what = if rec.engine_shift.is_some() { " (read-only and id-shifted covers of the engine's rootfs)" } else { " (read-only cover of the engine's rootfs)" };
+            add("cover", p.display().to_string(), what);
         }
         add("record", sidecar::mirror(&root, &rec.id).display().to_string(), "");
     }

@@ -79,6 +79,11 @@ pub fn teardown(root: &Path, id: &str) {
 /// [`teardown`] from a given record (the caller may have dropped what it must not touch).
 pub fn teardown_record(root: &Path, id: &str, rec: &Record) {
     let sdir = sidecar::dir(root, id);
+    // The shifted view first: the read-only cover below it is found by stat, which a view
+    // whose server is gone would fail.
+    if let (Some((path, _)), Some(dev)) = (&rec.engine_cover, rec.engine_shift) {
+        host::overlay::uncover_shifted(path, dev);
+    }
     if let (Some(pid), Some(mnt)) = (rec.fuse_pid, &rec.fuse_mount) {
         if pid as u32 == std::process::id() {
             crate::host::unmount(mnt); // the server tearing down after its container
