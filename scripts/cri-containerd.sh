@@ -171,6 +171,7 @@ state = "$STATE"
     default_runtime_name = "runc"
 TOML
   runtimes_toml 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes' >>"$CONFIG"
+  registry_hosts 'plugins."io.containerd.grpc.v1.cri"' >>"$CONFIG"
 
 }
 
@@ -227,6 +228,21 @@ TOML
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 TOML
+  registry_hosts 'plugins."io.containerd.cri.v1.images"'
+}
+
+# NESTRUN_CRI_REGISTRY_MIRROR=URL (scripts/critest's loopback registry): pulls from these
+# registries go to URL (hosts.toml under config_path). registry_hosts TABLE: that setting.
+REGISTRY_HOSTS="$NESTRUN_TEST_RUNDIR/cri-registry-hosts"
+registry_hosts() {
+  [[ -n "${NESTRUN_CRI_REGISTRY_MIRROR:-}" ]] || return 0
+  local h
+  for h in registry.k8s.io k8s.gcr.io gcr.io docker.io quay.io; do
+    mkdir -p "$REGISTRY_HOSTS/$h"
+    printf 'server = "%s"\n[host."%s"]\n  capabilities = ["pull", "resolve"]\n' \
+      "$NESTRUN_CRI_REGISTRY_MIRROR" "$NESTRUN_CRI_REGISTRY_MIRROR" >"$REGISTRY_HOSTS/$h/hosts.toml"
+  done
+  printf '\n[%s.registry]\n  config_path = "%s"\n' "$1" "$REGISTRY_HOSTS"
 }
 
 start() {
@@ -322,7 +338,7 @@ stop() {
     rm -rf "$STATE" "$RUNC_ROOT" "$NESTED_ROOT"
   fi
   ip link del "$BRIDGE" 2>/dev/null || true
-  rm -rf "/var/lib/cni/networks/$NET" "$CNI_CONF" "$CONFIG" "$POD_LOGS"
+  rm -rf "/var/lib/cni/networks/$NET" "$CNI_CONF" "$CONFIG" "$POD_LOGS" "$REGISTRY_HOSTS"
   rm -f /var/lib/cni/results/"$NET"-*
   # containerd's own loopback network caches its results as cni-loopback-<sandbox id>-lo
   for id in "${sandboxes[@]}"; do
