@@ -31,7 +31,11 @@ const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-t
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if let Some(linux) = spec.linux_mut().as_mut() {
         if let Some(devs) = linux.devices_mut().as_mut() {
-            devs.retain(|d| matches!(d.typ(), LinuxDeviceType::C | LinuxDeviceType::U) && allowed(d.major(), d.minor()));
+            // /dev/ptmx is not made from the list (as runc skips it): libcontainer makes it the
+            // symlink to pts/ptmx after binding the listed nodes, and a host node bound there
+            // (a CRI privileged container lists every host device) fails every create with
+            // "could not delete /dev/ptmx". The cgroup rule for 5:2 stays.
+            devs.retain(|d| matches!(d.typ(), LinuxDeviceType::C | LinuxDeviceType::U) && allowed(d.major(), d.minor()) && d.path() != std::path::Path::new("/dev/ptmx"));
         }
         // An "allow everything" device rule becomes deny-all plus the allowed list.
         if let Some(res) = linux.resources_mut().as_mut() {
@@ -132,6 +136,8 @@ mod tests {
             dev("/dev/mem", LinuxDeviceType::C, 1, 1),
             dev("/dev/kmsg", LinuxDeviceType::C, 1, 11),
             dev("/dev/kvm", LinuxDeviceType::C, 10, 232),
+            dev("/dev/null", LinuxDeviceType::C, 1, 3),
+            dev("/dev/ptmx", LinuxDeviceType::C, 5, 2),
             dev("/dev/fuse", LinuxDeviceType::C, 10, 229),
         ];
         spec.linux_mut().as_mut().unwrap().set_devices(Some(devs));
@@ -139,7 +145,7 @@ mod tests {
         f.lib_modules = Some(PathBuf::from("/lib/modules/6.18.0"));
         let out = rewrite(spec, &f).unwrap();
         let paths: Vec<_> = out.linux().as_ref().unwrap().devices().as_ref().unwrap().iter().map(|d| d.path().clone()).collect();
-        assert_eq!(paths, vec![PathBuf::from("/dev/fuse")]);
+        assert_eq!(paths, vec![PathBuf::from("/dev/null"), PathBuf::from("/dev/fuse")], "/dev/ptmx is libcontainer's symlink, never a bound node");
         let masked = out.linux().as_ref().unwrap().masked_paths().clone().unwrap();
         assert!(masked.contains(&"/proc/kcore".to_string()), "masks restored: {masked:?}");
         let dests: Vec<_> = out.mounts().as_ref().unwrap().iter().map(|m| m.destination().to_string_lossy().into_owned()).collect();
