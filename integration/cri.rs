@@ -77,6 +77,12 @@ pub(crate) struct Pod {
 impl Pod {
     /// RunPodSandbox with `handler`; `pid` is the pod's PID namespace mode (POD or CONTAINER).
     pub(crate) fn run(test: &str, handler: &str, pid: &str) -> Pod {
+        Pod::run_with(test, handler, pid, |_| {})
+    }
+
+    /// RunPodSandbox of the config `run` sends after `edit` changed it (its `linux.cgroup_parent`
+    /// is the pod's cgroup, removed with the pod).
+    pub(crate) fn run_with(test: &str, handler: &str, pid: &str, edit: impl FnOnce(&mut Value)) -> Pod {
         let name = unique(test);
         let uid = format!("{name}-uid");
         let logs = std::env::var("NESTRUN_CRI_LOGS").unwrap_or_else(|_| "/var/lib/nestrun-test/cri-logs".into());
@@ -92,8 +98,11 @@ impl Pod {
                 "security_context": {"namespace_options": {"network": "POD", "pid": pid, "ipc": "POD"}},
             },
         });
+        let mut config = config;
+        edit(&mut config);
         let r = cri("RunPodSandbox", json!({"config": config, "runtime_handler": handler}));
-        let mut pod = Pod { id: r["pod_sandbox_id"].as_str().unwrap().to_string(), uid, config, log_dir, containers: vec![], netns: String::new(), removed: false };
+        let id = r["pod_sandbox_id"].as_str().unwrap().to_string();
+        let mut pod = Pod { id, uid, config, log_dir, containers: vec![], netns: String::new(), removed: false };
         let st = pod.status();
         assert_eq!(st["status"]["state"], "SANDBOX_READY", "{st}");
         assert_eq!(st["status"]["runtime_handler"], handler);
@@ -101,6 +110,11 @@ impl Pod {
         pod.netns = nss.iter().find(|n| n["type"] == "network").and_then(|n| n["path"].as_str()).unwrap_or_default().to_string();
         assert!(!pod.netns.is_empty(), "sandbox has no network namespace path: {st}");
         pod
+    }
+
+    /// The pod's cgroup parent (config `linux.cgroup_parent`) without the leading `/`.
+    pub(crate) fn cgroup_parent(&self) -> String {
+        self.config["linux"]["cgroup_parent"].as_str().unwrap_or_default().trim_start_matches('/').to_string()
     }
 
     pub(crate) fn status(&self) -> Value {
@@ -118,21 +132,37 @@ impl Pod {
     /// CreateContainer + StartContainer of the busybox image running `cmd`, as kubelet sends it
     /// for a BestEffort container; returns the container id.
     pub(crate) fn start(&mut self, name: &str, cmd: &[&str]) -> String {
+        let config = self.container_config(name, cmd);
+        self.start_config(config)
+    }
+
+    /// The CreateContainer config `start` sends (BestEffort busybox running `cmd`), to edit.
+    pub(crate) fn container_config(&self, name: &str, cmd: &[&str]) -> Value {
         let ns = self.config["linux"]["security_context"]["namespace_options"].clone();
-        let config = json!({
+        json!({
             "metadata": {"name": name, "attempt": 0},
             "image": {"image": IMAGE},
             "command": cmd,
             "log_path": format!("{name}/0.log"),
             "labels": {"io.kubernetes.container.name": name},
             "linux": {"resources": {"cpu_shares": 2, "oom_score_adj": 1000}, "security_context": {"namespace_options": ns}},
-        });
-        let r = cri("CreateContainer", json!({"pod_sandbox_id": self.id, "config": config, "sandbox_config": self.config}));
+        })
+    }
+
+    /// CreateContainer of `config` in the pod: the container id, or the CRI's error line.
+    pub(crate) fn create(&mut self, config: &Value) -> Result<String, String> {
+        let r = cri_try("CreateContainer", &json!({"pod_sandbox_id": self.id, "config": config, "sandbox_config": self.config}))?;
         let id = r["container_id"].as_str().unwrap().to_string();
         self.containers.push(id.clone());
+        Ok(id)
+    }
+
+    /// CreateContainer + StartContainer of `config`; panics with the container's log.
+    pub(crate) fn start_config(&mut self, config: Value) -> String {
+        let id = self.create(&config).unwrap_or_else(|e| panic!("CreateContainer {config}: {e}"));
         if let Err(e) = cri_try("StartContainer", &json!({"container_id": id})) {
-            let log = std::fs::read_to_string(format!("{}/{name}/0.log", self.log_dir)).unwrap_or_default();
-            panic!("StartContainer {name} ({id}) failed: {e}\ncontainer log:\n{log}");
+            let log = std::fs::read_to_string(format!("{}/{}", self.log_dir, config["log_path"].as_str().unwrap_or_default())).unwrap_or_default();
+            panic!("StartContainer {} ({id}) failed: {e}\ncontainer log:\n{log}", config["metadata"]["name"]);
         }
         id
     }
@@ -163,7 +193,7 @@ impl Pod {
         }
         errs.extend(cri_try("RemovePodSandbox", &json!({"pod_sandbox_id": self.id})).err());
         let _ = std::fs::remove_dir_all(&self.log_dir);
-        for d in cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}", self.uid)) {
+        for d in cgroup_dirs(&self.cgroup_parent()) {
             let _ = std::fs::remove_dir(d);
         }
         if errs.is_empty() {
@@ -187,8 +217,16 @@ impl Drop for Pod {
     }
 }
 
+/// The host pid of container `cid`'s init (ContainerStatus verbose).
+pub(crate) fn container_pid(cid: &str) -> i32 {
+    let st = cri("ContainerStatus", json!({"container_id": cid, "verbose": true}));
+    let pid = st["info"]["info"]["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(pid > 0, "container {cid} has no pid: {st}");
+    pid
+}
+
 /// (host id, count) of root from `cat /proc/.../uid_map` text: a single line starting at 0.
-fn root_range(uid_map: &str) -> (u64, u64) {
+pub(crate) fn root_range(uid_map: &str) -> (u64, u64) {
     let f: Vec<u64> = uid_map.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     assert_eq!(f.len(), 3, "uid_map should be one line: {uid_map:?}");
     assert_eq!(f[0], 0, "uid_map should start at 0: {uid_map:?}");
@@ -231,9 +269,9 @@ pub(crate) fn pod_traces(pod: &Pod) -> Vec<String> {
         v.extend(entries_with_prefix("/var/lib/nestrun/data", &format!("{id}-")).iter().map(|p| format!("data {}", p.display())));
         v.extend(fuse_server_pids(&id).iter().map(|p| format!("fuse-serve pid {p} of {id}")));
         v.extend(pids_in_cgroup_of(&id).iter().map(|p| format!("pid {p} in the cgroup of {id}")));
-        v.extend(cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}/{id}", pod.uid)).iter().map(|p| format!("cgroup {}", p.display())));
+        v.extend(cgroup_dirs(&format!("{}/{id}", pod.cgroup_parent())).iter().map(|p| format!("cgroup {}", p.display())));
     }
-    v.extend(cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}", pod.uid)).iter().map(|p| format!("pod cgroup {}", p.display())));
+    v.extend(cgroup_dirs(&pod.cgroup_parent()).iter().map(|p| format!("pod cgroup {}", p.display())));
     v.extend(cni_traces(&pod.id).into_iter().map(|p| format!("CNI {p}")));
     v.extend(mounts_containing(&pod.netns).into_iter().map(|m| format!("netns mount {m}")));
     if std::path::Path::new(&pod.netns).exists() {
@@ -259,7 +297,7 @@ pub(crate) fn assert_nested_traces(pod: &Pod) {
 
 /// A memory cgroup file of container `cid` (v1 limit_in_bytes or v2 memory.max).
 pub(crate) fn memory_limit(pod: &Pod, cid: &str) -> Option<String> {
-    cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}/{cid}", pod.uid))
+    cgroup_dirs(&format!("{}/{cid}", pod.cgroup_parent()))
         .iter()
         .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).or_else(|_| std::fs::read_to_string(d.join("memory.max"))).ok())
         .map(|s| s.trim().to_string())

@@ -40,13 +40,6 @@ fn start_image(pod: &mut Pod, name: &str, image: &str, cmd: &[&str], resources: 
     id
 }
 
-fn container_pid(cid: &str) -> i32 {
-    let st = cri("ContainerStatus", json!({"container_id": cid, "verbose": true}));
-    let pid = st["info"]["info"]["pid"].as_i64().unwrap_or(0) as i32;
-    assert!(pid > 0, "container {cid} has no pid: {st}");
-    pid
-}
-
 fn state(method: &str, key: &str, id: &str) -> String {
     let mut req = serde_json::Map::new();
     req.insert(key.into(), id.into());

@@ -15,6 +15,7 @@
 #   sandbox image     docker.io/nestrun-test/pause:latest, built from integration/pause.c
 #                     (gcc -static) as an OCI archive and imported into namespace k8s.io
 #   client   $NESTRUN_TEST_DIR/cri-venv: python venv with PyPI container-runtime-interface-api
+#            and websocket-client (scripts/cri.py stream)
 #   start    installs what it needs (apt: containerd containernetworking-plugins python3-venv
 #            ...; pip into the venv), no-op if running; waits until the CRI says ready
 #   stop     removes every pod through the CRI, stops containerd, then clears what may be
@@ -66,6 +67,8 @@ PAUSE_RECIPE=2
 CGROUP_PARENT=${NESTRUN_CRI_CGROUP_PARENT:-nestrun-test-cri}
 NS=k8s.io
 CRI_API_VERSION=2.0.1
+# scripts/cri.py stream (Exec/Attach through containerd's stream server, as kubectl)
+WEBSOCKET_CLIENT_VERSION=1.8.0
 # integration/cri.rs's pods log here (log_directory <dir>/<pod uid>)
 POD_LOGS="$NESTRUN_TEST_DIR/cri-logs"
 
@@ -76,11 +79,12 @@ cri() { timeout 300 "$PY" "$CRI_PY" --address "$SOCK" "$@"; }
 deps() {
   NESTRUN_EXTRA_PKGS="containernetworking-plugins python3-venv libc6-dev gcc ${NESTRUN_EXTRA_PKGS:-}" \
     "$NESTRUN_REPO/scripts/install-deps.sh"
-  if ! "$PY" -c 'import grpc, cri_api.v1.api_pb2' 2>/dev/null; then
-    log "making the CRI client venv $VENV (pip: container-runtime-interface-api==$CRI_API_VERSION)"
+  if ! "$PY" -c 'import grpc, cri_api.v1.api_pb2, websocket' 2>/dev/null; then
+    log "making the CRI client venv $VENV (pip: container-runtime-interface-api==$CRI_API_VERSION websocket-client==$WEBSOCKET_CLIENT_VERSION)"
     rm -rf "$VENV"
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "container-runtime-interface-api==$CRI_API_VERSION"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "container-runtime-interface-api==$CRI_API_VERSION" \
+      "websocket-client==$WEBSOCKET_CLIENT_VERSION"
   fi
 }
 

@@ -4,6 +4,9 @@
 Usage: cri.py [--address SOCK] [--timeout SECS] METHOD [REQUEST_JSON]
        cri.py [--address SOCK] wait SECS   until Status says RuntimeReady and NetworkReady
        cri.py [--address SOCK] cleanup     stop and remove every pod sandbox (and its containers)
+       cri.py stream URL [STDIN_TEXT [SECS]]  a streaming URL (Exec/Attach answer) as kubectl
+                                  drives it over websocket: {"protocol", "stdout", "stderr",
+                                  "status", "exit_code"}
 
 METHOD is a RuntimeService or ImageService RPC name (RunPodSandbox, CreateContainer,
 StartContainer, ExecSync, ContainerStatus, ListContainers, StopContainer, RemoveContainer,
@@ -18,6 +21,13 @@ A failed call prints `cri.py: METHOD: CODE: details` on stderr and exits 1 (2 fo
 Address: --address, else $NESTRUN_CRI_ADDRESS, else /run/nestrun-test/cri/containerd.sock
 (scripts/cri-containerd.sh's). Needs the PyPI packages container-runtime-interface-api
 (generated cri_api.v1 stubs) and grpcio: scripts/cri-containerd.sh makes a venv with them.
+
+stream: the URL of an Exec or Attach answer (containerd's stream server) is opened as a
+websocket with kubectl's channel protocol `v4.channel.k8s.io` (every message starts with its
+channel: 0 stdin, 1 stdout, 2 stderr, 3 error, whose JSON Status carries the exit code).
+STDIN_TEXT (if not empty) is sent on stdin; v4 cannot close stdin, so the command must not wait
+for its end. The stream is read until the server closes it, or for SECS (default 30: an Attach
+ends only when the container does). Needs PyPI websocket-client (in the same venv).
 """
 import json
 import os
@@ -113,6 +123,41 @@ def cleanup(runtime):
     return {"removed": removed, "failed": failed}
 
 
+def stream(url, stdin_text, secs):
+    import websocket  # PyPI websocket-client
+
+    proto = "v4.channel.k8s.io"
+    ws = websocket.create_connection(url.replace("http", "ws", 1), subprotocols=[proto], timeout=secs)
+    out = {"protocol": ws.subprotocol, "stdout": "", "stderr": "", "status": None, "exit_code": None}
+    if stdin_text:
+        ws.send_binary(b"\x00" + stdin_text.encode())
+    end = time.monotonic() + secs
+    chans = {1: "stdout", 2: "stderr"}
+    try:
+        while time.monotonic() < end:
+            ws.settimeout(max(0.1, end - time.monotonic()))
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            if not data:
+                continue
+            if data[0] in chans:
+                out[chans[data[0]]] += data[1:].decode("utf-8", "replace")
+            elif data[0] == 3 and len(data) > 1:
+                out["status"] = json.loads(data[1:])
+    except (websocket.WebSocketTimeoutException, websocket.WebSocketConnectionClosedException):
+        pass
+    ws.close()
+    st = out["status"]
+    if st is not None:
+        out["exit_code"] = 0
+        if st.get("status") != "Success":
+            causes = (st.get("details") or {}).get("causes") or []
+            codes = [c.get("message") for c in causes if c.get("reason") == "ExitCode"]
+            out["exit_code"] = int(codes[0]) if codes else -1
+    return out
+
+
 def main(argv):
     address = os.environ.get("NESTRUN_CRI_ADDRESS") or DEFAULT_ADDRESS
     timeout = 180.0
@@ -131,6 +176,13 @@ def main(argv):
     if not argv:
         usage("no method")
     method, rest = argv[0], argv[1:]
+    if method == "stream":
+        if not 1 <= len(rest) <= 3:
+            usage("stream URL [STDIN_TEXT [SECS]]")
+        out = stream(rest[0], rest[1] if len(rest) > 1 else "", float(rest[2]) if len(rest) > 2 else 30.0)
+        json.dump(out, sys.stdout, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
     if len(rest) > 1:
         usage("one REQUEST_JSON argument at most")
     runtime, image = stubs(address)

@@ -1,0 +1,118 @@
+//! Pod volumes as kubelet hands them to the CRI, under the `runc` and `nested` handlers: every
+//! volume is a bind mount of a host path. A hostPath dir (read-write and `readOnly`), emptyDir
+//! (a dir kubelet makes under its pods dir, mode 0777, shared by the pod's containers) and an
+//! emptyDir with `medium: Memory` (a tmpfs kubelet mounts there).
+//!
+//! Ownership, the same under both handlers: files owned by host uid N show as N inside, and
+//! what container uid N writes is owned by host uid N on disk. Under nested that is the
+//! ID-mapped bind mount nestrun makes of every bind source (as for docker `-v`): container root
+//! is an unprivileged host uid, but its writes through the mount land as host uid 0.
+use std::os::unix::fs::MetadataExt;
+
+use serde_json::json;
+
+use crate::cri::*;
+use crate::util::*;
+
+/// A tmpfs mounted by the test on a host dir (kubelet's emptyDir `medium: Memory`), unmounted
+/// on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0777,size=16m")).unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn owner(p: &std::path::Path) -> (u32, u32) {
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+fn volumes(test: &str, handler: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let host = tempdir("cri-hostpath");
+    std::fs::write(host.path.join("seed"), "from-host\n").unwrap();
+    std::fs::write(host.path.join("user-file"), "user\n").unwrap();
+    std::os::unix::fs::chown(host.path.join("user-file"), Some(1234), Some(1234)).unwrap();
+    let ro = tempdir("cri-hostpath-ro");
+    std::fs::write(ro.path.join("config"), "read-only\n").unwrap();
+    let kubelet = tempdir("cri-kubelet-pods");
+
+    let mut pod = Pod::run(test, handler, "CONTAINER");
+    let vols = kubelet.path.join(&pod.uid).join("volumes/kubernetes.io~empty-dir");
+    let empty = vols.join("cache");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mem = Tmpfs::mount(vols.join("mem"));
+    let mut cfg = pod.container_config("writer", &["sh", "-c", "trap 'exit 0' TERM; echo started > /cache/started; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([
+        {"container_path": "/host", "host_path": host.path},
+        {"container_path": "/ro", "host_path": ro.path, "readonly": true},
+        {"container_path": "/cache", "host_path": empty},
+        {"container_path": "/mem", "host_path": mem.0},
+    ]);
+    let writer = pod.start_config(cfg);
+    let mut cfg = pod.container_config("reader", &["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([{"container_path": "/cache", "host_path": empty, "readonly": true}]);
+    cfg["linux"]["security_context"]["run_as_user"] = json!({"value": 1000});
+    let reader = pod.start_config(cfg);
+
+    // host files keep their owners inside
+    assert_eq!(pod.sh(&writer, "cat /host/seed; stat -c '%u %g' /host/seed /host/user-file"), "from-host\n0 0\n1234 1234");
+    // writes by container root: root's inside, host uid 0 on disk
+    pod.sh(&writer, "echo w > /host/new && mkdir /host/dir && echo e > /cache/e && echo m > /mem/m");
+    assert_eq!(pod.sh(&writer, "stat -c '%u %g' /host/new /host/dir /cache/e /mem/m /cache/started"), "0 0\n0 0\n0 0\n0 0\n0 0");
+    for p in [host.path.join("new"), host.path.join("dir"), empty.join("e"), empty.join("started"), mem.0.join("m")] {
+        assert_eq!(owner(&p), (0, 0), "{} written by container root", p.display());
+    }
+    assert_eq!(std::fs::read_to_string(host.path.join("new")).unwrap_or_default(), "w\n");
+    // root in the container may chown within the volume, to ids it has (as under runc)
+    pod.sh(&writer, "touch /host/chowned && chown 1234:1234 /host/chowned");
+    assert_eq!(owner(&host.path.join("chowned")), (1234, 1234));
+    // readOnly volumes
+    assert_eq!(pod.sh(&writer, "cat /ro/config"), "read-only");
+    let (code, _, err) = pod.exec(&writer, "touch /ro/x");
+    assert!(code != 0 && err.contains("Read-only file system"), "write to a readOnly hostPath: {err}");
+    assert!(!ro.path.join("x").exists());
+    // emptyDir shared: the reader (uid 1000, readOnly) sees the writer's files and cannot write
+    assert_eq!(pod.sh(&reader, "cat /cache/e /cache/started; id -u"), "e\nstarted\n1000");
+    let (code, _, err) = pod.exec(&reader, "touch /cache/r");
+    assert!(code != 0 && err.contains("Read-only file system"), "write to a readOnly emptyDir: {err}");
+    // uid 1000 writes into the memory emptyDir: host uid 1000 on the tmpfs
+    let mut cfg = pod.container_config("user", &["sh", "-c", "echo u > /mem/u; trap 'exit 0' TERM; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([{"container_path": "/mem", "host_path": mem.0}]);
+    cfg["linux"]["security_context"]["run_as_user"] = json!({"value": 1000});
+    cfg["linux"]["security_context"]["run_as_group"] = json!({"value": 1000});
+    let user = pod.start_config(cfg);
+    assert_eq!(pod.sh(&user, "stat -c '%u %g' /mem/u"), "1000 1000");
+    assert_eq!(owner(&mem.0.join("u")), (1000, 1000));
+    if handler == "nested" {
+        assert_nested_traces(&pod);
+        pod_range(&pod);
+    }
+    remove_and_check(&mut pod);
+    // the volumes outlive the pod (kubelet removes emptyDirs itself)
+    assert!(host.path.join("new").exists() && empty.join("e").exists() && mem.0.join("m").exists());
+    drop(mem);
+}
+
+#[test]
+fn host_path_and_empty_dir_volumes_runc_handler() {
+    need_cri!("host_path_and_empty_dir_volumes_runc_handler");
+    volumes("cri-vol-runc", "runc");
+}
+
+#[test]
+fn host_path_and_empty_dir_volumes_nested() {
+    need_cri!("host_path_and_empty_dir_volumes_nested");
+    volumes("cri-vol-nested", "nested");
+}
