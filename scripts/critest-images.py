@@ -11,8 +11,8 @@ containerd use this server as the mirror of registry.k8s.io, k8s.gcr.io and gcr.
 drops the host name: registry.k8s.io/e2e-test-images/busybox is asked for as
 /v2/e2e-test-images/busybox/...). The stand-ins are built here from the host's static busybox
 (busybox-static; $BUSYBOX) and, for nonewprivs, a 3-line C program (gcc -static); they behave
-as much as critest looks at: the web servers are busybox httpd (the nginx one runs as a
-process named nginx and writes /var/run/nginx.pid, the httpd one logs "httpd" first), the
+as much as critest looks at: the web servers are busybox httpd (the nginx one is a script
+named nginx that writes /var/run/nginx.pid, the httpd one logs "httpd" first), the
 user images carry the USER critest expects, the tag images one marker file each.
 """
 import hashlib
@@ -51,10 +51,28 @@ www-data:x:33:
 nogroup:x:65534:
 """
 NGINX = """#!/bin/sh
-# stand-in for nginx: busybox httpd on port $1, as a process named nginx
+# stand-in for nginx: this script (comm "nginx", "master process" in its command line)
+# stays, with busybox httpd on port $1 as its child
 mkdir -p /var/run
 echo $$ >/var/run/nginx.pid
-exec -a httpd /usr/sbin/nginx -f -p "${1:-80}" -h /usr/share/nginx/html
+trap 'kill $child; exit 0' TERM INT
+httpd -f -p "${1:-80}" -h /usr/share/nginx/html &
+child=$!
+wait $child
+"""
+# applets bookworm's busybox-static lacks and critest runs
+PGREP = """#!/bin/sh
+# stand-in for pgrep PATTERN: pids whose name matches
+for d in /proc/[0-9]*; do
+  grep -q -- "$1" "$d/comm" 2>/dev/null && echo "${d#/proc/}"
+done
+exit 0
+"""
+IPCS = """#!/bin/sh
+# stand-in for ipcs -m: the shared memory segments of this IPC namespace
+echo "------ Shared Memory Segments --------"
+echo "key        shmid      owner      perms      bytes      nattch"
+awk 'NR > 1 {printf "0x%08x %-10s %-10s %-10s %-10s %s\\n", $1, $2, $8, $3, $4, $7}' /proc/sysvipc/shm
 """
 HTTPD = """#!/bin/sh
 # stand-in for httpd: busybox httpd on port 80
@@ -90,6 +108,9 @@ class Layer:
     def symlink(self, name, target):
         self._add(name, tarfile.SYMTYPE, 0o777, link=target)
 
+    def hardlink(self, name, target):
+        self._add(name, tarfile.LNKTYPE, 0o755, link=target)
+
     def tar(self):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -113,9 +134,12 @@ def base_layer():
     lay.dir("tmp", 0o1777)
     with open(bb, "rb") as f:
         lay.file("bin/busybox", f.read(), 0o755)
+    # hard links, as in busybox images (critest masks /bin/ls and expects sh to stay)
     for a in applets:
         if a != "busybox":
-            lay.symlink("bin/" + a, "busybox")
+            lay.hardlink("bin/" + a, "bin/busybox")
+    lay.file("bin/pgrep", PGREP, 0o755)
+    lay.file("bin/ipcs", IPCS, 0o755)
     lay.symlink("sbin", "bin")
     lay.file("etc/passwd", PASSWD)
     lay.file("etc/group", GROUP)
@@ -146,12 +170,12 @@ def web_layer(root, script, index):
 
 def definitions():
     """(repo, tags, extra layers, image config) of every stand-in"""
-    nginx = extra(("file", "standin/nginx", NGINX, 0o755), ("symlink", "usr/sbin/nginx", "/bin/busybox"),
+    nginx = extra(("file", "usr/sbin/nginx", NGINX, 0o755),
                   ("file", "usr/share/nginx/html/index.html", "<h1>nginx stand-in</h1>\n"))
     defs = [
         (E2E + "busybox", ["1.29-2"], [], {"Cmd": ["sh"]}),
-        (E2E + "nginx", ["1.14-2"], [nginx], {"Cmd": ["/standin/nginx", "80"]}),
-        (STAGING + "hostnet-nginx-" + ARCH, ["latest"], [nginx], {"Cmd": ["/standin/nginx", "12003"]}),
+        (E2E + "nginx", ["1.14-2"], [nginx], {"Cmd": ["nginx", "80", "master process"]}),
+        (STAGING + "hostnet-nginx-" + ARCH, ["latest"], [nginx], {"Cmd": ["nginx", "12003", "master process"]}),
         (E2E + "httpd", ["2.4.39-4"], [web_layer("usr/local/apache2/htdocs", HTTPD, "<h1>It works!</h1>\n")],
          {"Cmd": ["/standin/start"]}),
         (E2E + "nonewprivs", ["1.3"], [extra(("file", "usr/local/bin/nnp", nnp_binary(), 0o4755))],
