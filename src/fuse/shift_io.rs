@@ -110,7 +110,7 @@ impl ShiftFs {
     /// SETATTR, in the order tar restores a file: size, owner (which clears setuid/setgid), mode,
     /// times. Owners are the engine's ids, shifted; one outside the range is refused (EINVAL).
     pub fn setattr(&self, ino: u64, c: &Change) -> Res<FileAttr> {
-        let fd = self.fd(ino)?;
+        let fd = if c.fh.is_some() { self.held(ino)? } else { self.fd(ino)? };
         let st = sys::fstat(&fd)?;
         let up = |id: Option<u32>| id.map(|i| self.shift.up(i).ok_or(Errno::EINVAL)).transpose();
         let (uid, gid) = (up(c.uid)?, up(c.gid)?);
@@ -136,7 +136,7 @@ impl ShiftFs {
         if c.atime.is_some() || c.mtime.is_some() {
             sys::utimens(&fd, c.atime.as_ref().map(timespec), c.mtime.as_ref().map(timespec))?;
         }
-        self.getattr(ino)
+        self.getattr(ino, c.fh.is_some())
     }
 
     fn xattr_target(&self, ino: u64) -> Res<Option<Arc<OwnedFd>>> {
