@@ -114,7 +114,8 @@ class Layer:
     def tar(self):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-            for name in sorted(self.entries):
+            # hard links after the files they name
+            for name in sorted(self.entries, key=lambda n: (self.entries[n][0] == tarfile.LNKTYPE, n)):
                 kind, mode, data, link, uid, gid = self.entries[name]
                 ti = tarfile.TarInfo(name)
                 ti.type, ti.mode, ti.mtime, ti.uid, ti.gid, ti.linkname = kind, mode, MTIME, uid, gid, link
