@@ -190,7 +190,7 @@ fn rows() -> Vec<Row> {
             push_mount(v, json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["uid=70000"]}));
         }, Refused(&[r#".options "uid=70000": uid 70000 is not mapped in the container's user namespace (linux.uidMappings)"#]), Refused(&[r#".options "uid=70000""#]), Runc::Refuses("uid=70000: invalid argument")),
         r("mount destination relative", |v| push_mount(v, json!({"destination": "mnt", "type": "tmpfs", "source": "tmpfs"})), Refused(&[r#".destination "mnt": not an absolute path"#]), Refused(&[r#".destination "mnt""#]), Runc::Accepts).why("runc 1.1.5 warns and prefixes /; the OCI spec 1.0 says MUST be absolute, and the rewrite matches destinations literally"),
-        r("ID-mapped mount", |v| push_mount(v, json!({"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]})), Refused(&[r#"at "/mnt": ID-mapped mounts (idmap, ridmap, uidMappings, gidMappings) are not supported"#]), Refused(&[r#"at "/mnt": ID-mapped mounts"#]), Runc::Accepts).why("runc 1.1.5 passes the unknown idmap option on and the bind ignores it; libcontainer refuses ID-mapped mounts"),
+        r("ID-mapped mount", |v| push_mount(v, json!({"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]})), Refused(&[r#"at "/mnt": ID-mapped mounts (idmap, ridmap, uidMappings, gidMappings) are supported only for binds in system mode"#]), Refused(&[r#"at "/mnt": ID-mapped mounts"#]), Runc::Accepts).why("runc 1.1.5 passes the unknown idmap option on and the bind ignores it; libcontainer refuses ID-mapped mounts"),
         r("net sysctl without network ns", |v| {
             drop_ns(v, "network");
             sysctl(v, "net.ipv4.ip_forward", "1");

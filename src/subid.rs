@@ -24,6 +24,21 @@ pub enum SubidError {
     Mismatch { path: PathBuf, other: PathBuf, user: String },
     #[error("no free uid range: all {ranges} ranges of {start}:{size} in {dir} are leased")]
     Exhausted { ranges: u32, start: u32, size: u64, dir: PathBuf },
+    #[error("linux.uidMappings: the engine maps host ids {host_id}-{last} into the container, which overlaps nestrun's pool {start}-{end} (the {user:?} entry of /etc/subuid) whose ranges nestrun leases to other containers; give the engine a range outside it (kubelet: its own \"kubelet\" entry in /etc/subuid and /etc/subgid; dockerd --userns-remap: another user)")]
+    EngineOverlap { host_id: u32, last: u64, start: u32, end: u64, user: String },
+}
+
+/// An engine's own mapping (docker --userns-remap, Kubernetes `hostUsers: false`) is the
+/// engine's to keep apart from its other containers; nestrun only makes sure it never shares
+/// ids with a range nestrun leases (two containers sharing host ids could reach each other's
+/// files and processes).
+pub fn check_engine_range(pool: Pool, host_id: u32, size: u32) -> Result<(), SubidError> {
+    let (lo, hi) = (host_id as u64, host_id as u64 + size as u64);
+    let (start, end) = (pool.start as u64, pool.start as u64 + pool.ranges as u64 * RANGE as u64);
+    if lo < end && start < hi {
+        return Err(SubidError::EngineOverlap { host_id, last: hi - 1, start: pool.start, end: end - 1, user: POOL_USER.into() });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +239,18 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn engine_ranges_must_stay_out_of_the_pool() {
+        let pool = Pool { start: 1 << 20, ranges: 4 };
+        assert!(check_engine_range(pool, 1 << 31, RANGE).is_ok());
+        assert!(check_engine_range(pool, (1 << 20) - RANGE, RANGE).is_ok(), "just below");
+        assert!(check_engine_range(pool, (1 << 20) + 4 * RANGE, RANGE).is_ok(), "just above");
+        let e = check_engine_range(pool, (1 << 20) + 4 * RANGE - 1, RANGE).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("linux.uidMappings: the engine maps host ids {}-", (1 << 20) + 4 * RANGE - 1)), "{e}");
+        assert!(e.contains(&format!("overlaps nestrun's pool {}-{}", 1 << 20, (1 << 20) + 4 * RANGE - 1)), "{e}");
+        assert!(check_engine_range(pool, RANGE, 1 << 24).is_err(), "a range spanning the pool");
     }
 
     #[test]

@@ -22,11 +22,11 @@ pub fn run(_: liboci_cli::Features) -> Result<()> {
             "apparmor": { "enabled": true },
             "selinux": { "enabled": true },
             "intelRdt": { "enabled": false },
-            // What containerd 2.x reads before it sends a pod with `hostUsers: false` to a
-            // handler (runc >= 1.2 reports true): ID-mapped mounts in the spec. libcontainer
-            // and nestrun's validation refuse them, so nestrun says no, and such pods are
-            // refused by containerd up front instead of failing at create.
-            "mountExtensions": { "idmap": { "enabled": false } },
+            // What containerd 2.x reads before it reports a handler able to run pods with
+            // `hostUsers: false` (runc >= 1.2 reports true), and what its shim checks before it
+            // creates a container whose spec has ID-mapped mounts: binds with the container's
+            // own mappings are made by nestrun (an ID-mapped clone on the host, in system mode).
+            "mountExtensions": { "idmap": { "enabled": true } },
         },
         "annotations": {
             "io.nestrun.mode": "system (default) or plain: run the bundle exactly as written",

@@ -140,8 +140,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let peer = host::pod::peer(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
     let lease_dir = env_path("NESTRUN_LEASE_DIR", subid::DEFAULT_LEASE_DIR);
     let pool = || subid::ensure_pool(&env_path("NESTRUN_SUBUID", "/etc/subuid"), &env_path("NESTRUN_SUBGID", "/etc/subgid"), subid::DEFAULT_RANGES);
+    let engine_userns = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
     if let Some(m) = linux.uid_mappings().as_ref().filter(|m| !m.is_empty()) {
         let (h, s) = crate::rewrite::userns::validate("uid", m)?;
+        subid::check_engine_range(pool()?, h, s)?;
         (facts.host_id, facts.id_size) = (h, s);
     } else if let Some(p) = peer {
         // Held by this member too, so the range outlives a sandbox deleted before it. A peer
@@ -190,6 +192,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
     let forced = host::chownfs::forced();
     let (host_id, size) = (facts.host_id, facts.id_size);
     facts.rootfs = Some(match &layers {
+        // An engine that maps ids itself hands over a rootfs already owned by its range
+        // (docker --userns-remap chowns the layers; containerd 2.x ID-maps the lower layers of
+        // a `hostUsers: false` pod's overlay, in temporary mounts gone by now): used as is.
+        _ if engine_userns => rootfs.to_path_buf(),
         Some(l) => {
             let work = overlay::own_work(l, &mdir);
             // The copies of the fallback: beside the own work dir (removed with it on delete).
@@ -228,7 +234,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
             target
         }
     });
-    if let (Some(_), Some(own)) = (&layers, &facts.rootfs) {
+    if let (Some(_), Some(own), false) = (&layers, &facts.rootfs, engine_userns) {
         let dev = std::fs::metadata(own).map(|m| m.dev()).map_err(host::io("stat", own))?;
         rec.engine_cover = Some((rootfs.to_path_buf(), dev));
         save(rec, sdir)?;
@@ -267,6 +273,9 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
         let recursive = m.options().as_ref().is_some_and(|o| o.iter().any(|o| o == "rbind"));
         match idmap::clone_idmapped(src, &target, userns.as_fd(), recursive) {
             Ok(()) => facts.idmapped_sources.push((src.clone(), target)),
+            // The engine asked for this ID-mapped mount (validation checked that its mappings
+            // are the container's, those of `userns`): without it, it must not run.
+            Err(e) if m.uid_mappings().is_some() => return Err(e.into()),
             Err(e) => tracing::warn!("bind source kept as is (files owned by host ids show as nobody): {e}"),
         }
     }

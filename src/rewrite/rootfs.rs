@@ -15,6 +15,10 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
             let Some(src) = m.source().clone() else { continue };
             if let Some((_, clone)) = facts.idmapped_sources.iter().find(|(orig, _)| *orig == src) {
                 m.set_source(Some(clone.clone()));
+                // The clone is ID-mapped already (to the container's range, which is what an
+                // engine's own mappings on the mount ask for: validate::linux checked that).
+                m.set_uid_mappings(None);
+                m.set_gid_mappings(None);
             }
         }
     }
@@ -42,5 +46,25 @@ mod tests {
         assert_eq!(out.root().as_ref().unwrap().path(), &PathBuf::from("/run/nestrun/.nestrun/c1/rootfs"));
         assert_eq!(out.mounts().as_ref().unwrap()[0].source().as_ref().unwrap(), &PathBuf::from("/run/nestrun/.nestrun/c1/mnt/0"));
         assert_eq!(rewrite(out.clone(), &f).unwrap(), out, "idempotent");
+    }
+
+    #[test]
+    fn an_engine_id_mapped_bind_becomes_the_clone_without_mappings() {
+        use libcontainer::oci_spec::runtime::LinuxIdMappingBuilder;
+        let map = vec![LinuxIdMappingBuilder::default().container_id(0u32).host_id(1u32 << 31).size(65536u32).build().unwrap()];
+        let mut spec = docker_like();
+        let mut vol = MountBuilder::default().destination("/data").typ("bind").source("/srv/vol").options(vec!["rbind".to_string()]).build().unwrap();
+        vol.set_uid_mappings(Some(map.clone()));
+        vol.set_gid_mappings(Some(map.clone()));
+        let mut other = vol.clone();
+        other.set_source(Some("/srv/not-cloned".into()));
+        spec.set_mounts(Some(vec![vol, other]));
+        let mut f = facts();
+        f.idmapped_sources = vec![(PathBuf::from("/srv/vol"), PathBuf::from("/run/nestrun-mnt/c1/m/0"))];
+        let out = rewrite(spec, &f).unwrap();
+        let m = out.mounts().as_ref().unwrap();
+        assert_eq!(m[0].source().as_deref(), Some(std::path::Path::new("/run/nestrun-mnt/c1/m/0")));
+        assert_eq!((m[0].uid_mappings(), m[0].gid_mappings()), (&None, &None));
+        assert_eq!(m[1].uid_mappings(), &Some(map), "a bind nestrun did not clone keeps them (and libcontainer refuses it)");
     }
 }

@@ -73,7 +73,7 @@ pub(super) fn check(spec: &Spec, linux: &Linux, process: &Process, mode: Mode) -
         }
     }
     check_mappings(spec, linux, &view)?;
-    check_mounts(spec)?;
+    check_mounts(spec, linux, &view)?;
     check_mapped_ids(spec, linux, process, &view)?;
     let mut keys: Vec<&String> = linux.sysctl().iter().flatten().map(|(k, _)| k).collect();
     keys.sort();
@@ -190,17 +190,30 @@ fn check_mapping_list(kind: &'static str, maps: &[LinuxIdMapping]) -> Result<(),
 
 /// runc's spec conversion warns and goes on; the OCI spec 1.0 says MUST be absolute, and the
 /// rewrite matches destinations literally (a relative "proc" is not the /proc it manages).
-/// libcontainer does not implement ID-mapped mounts and refuses them (mount_validation.rs).
-fn check_mounts(spec: &Spec) -> Result<(), E> {
+/// libcontainer does not implement ID-mapped mounts and refuses them (mount_validation.rs). In
+/// system mode nestrun makes them itself, for the engine's own user namespace (containerd 2.x's
+/// `hostUsers: false` pods map every bind so): a bind whose uid and gid mappings are the
+/// container's (linux.uidMappings/gidMappings) becomes an ID-mapped clone on the host, as every
+/// bind source already does (lifecycle::gather, rewrite::rootfs).
+fn check_mounts(spec: &Spec, linux: &Linux, view: &View) -> Result<(), E> {
     for (index, m) in spec.mounts().iter().flatten().enumerate() {
         let dest = m.destination();
         if !dest.is_absolute() {
             return Err(E::MountDestination { index, dest: dest.clone() });
         }
         let idmap_option = m.options().iter().flatten().any(|o| o == "idmap" || o == "ridmap");
-        if idmap_option || m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(E::MountIdmap { index, dest: dest.clone() });
+        if !idmap_option && m.uid_mappings().is_none() && m.gid_mappings().is_none() {
+            continue;
         }
+        let bind = m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+        let own = |mine: &Option<Vec<LinuxIdMapping>>, container: &Option<Vec<LinuxIdMapping>>| {
+            mine.as_ref().is_some_and(|v| !v.is_empty()) && mine == container
+        };
+        let container_range = own(m.uid_mappings(), linux.uid_mappings()) && own(m.gid_mappings(), linux.gid_mappings());
+        if view.mode == Mode::System && bind && !idmap_option && container_range {
+            continue;
+        }
+        return Err(E::MountIdmap { index, dest: dest.clone() });
     }
     Ok(())
 }

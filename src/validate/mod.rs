@@ -118,7 +118,7 @@ pub enum ValidateError {
     NoMounts,
     #[error("mounts[{index}].destination {dest:?}: not an absolute path")]
     MountDestination { index: usize, dest: PathBuf },
-    #[error("mounts[{index}] at {dest:?}: ID-mapped mounts (idmap, ridmap, uidMappings, gidMappings) are not supported")]
+    #[error("mounts[{index}] at {dest:?}: ID-mapped mounts (idmap, ridmap, uidMappings, gidMappings) are supported only for binds in system mode, with the container's own uidMappings and gidMappings")]
     MountIdmap { index: usize, dest: PathBuf },
     #[error("mounts[{index}] at {dest:?}: option {option:?} is not a number")]
     MountIdOption { index: usize, dest: PathBuf, option: String },
