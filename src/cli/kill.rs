@@ -53,7 +53,7 @@ pub fn parse_signal(s: &str) -> Result<Sig, String> {
 pub fn run(a: Kill, ctx: &Ctx) -> Result<()> {
     let signal = parse_signal(&a.signal).map_err(anyhow::Error::msg)?;
     let mut c = lifecycle::load(&ctx.root, &a.container_id)?;
-    let not_running = |id: &str| LifecycleError::Other { id: id.into(), msg: "container is not running".into() };
+    let not_running = |id: &str| LifecycleError::Other { id: id.into(), msg: "container not running".into() };
     match signal {
         Sig::Std(signal) => c.kill(signal, a.all).map_err(|source| {
             let _ = c.refresh_status();

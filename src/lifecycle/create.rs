@@ -99,7 +99,7 @@ fn create_in(
         Mode::System => {
             bundle::check_system(&spec, rootfs)?;
             let t = crate::logging::step("gather");
-            let facts = gather::gather(&spec, rootfs, id, root, sdir, rec)?;
+            let facts = gather::gather(&spec, rootfs, id, root, sdir, args.systemd_cgroup, rec)?;
             gather::save(rec, sdir)?;
             drop(t);
             let t = crate::logging::step("rewrite");

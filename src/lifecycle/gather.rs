@@ -94,7 +94,7 @@ fn is_bind(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
     m.typ().as_deref() == Some("bind") || m.options().as_ref().is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
 
-pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, rec: &mut Record) -> Result<Facts, LifecycleError> {
+pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, systemd: bool, rec: &mut Record) -> Result<Facts, LifecycleError> {
     let mut facts = Facts { mode: Mode::System, rootfs: Some(rootfs.to_path_buf()), ..Facts::default() };
     // checked before anything is made, so a bad value leaves nothing behind
     let (fuse, tun) = crate::facts::requested_devices(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
@@ -162,9 +162,13 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, re
 
     // Cgroup: a path of our own when the engine gave none (named hierarchies are joined right
     // before the container is built: see create.rs).
-    // A systemd-driver path (slice:prefix:name) is recorded as the directory it names.
+    // A systemd-driver path (slice:prefix:name) is recorded as the directory it names, when
+    // the engine asked for the systemd driver (--systemd-cgroup, runc's rule); otherwise
+    // libcontainer takes it literally (containerd 1.6 passes `test.slice:cri-containerd:<id>`
+    // for a `.slice` parent with the cgroupfs driver), and so does nestrun.
     let cgroup_path = match linux.cgroups_path() {
-        Some(p) => host::cgroup::resolve(p).unwrap_or_else(|| p.clone()),
+        Some(p) if systemd => host::cgroup::resolve(p).unwrap_or_else(|| p.clone()),
+        Some(p) => Path::new("/").join(p),
         None => PathBuf::from(format!("/nestrun/{id}")),
     };
     rec.cgroup_path = Some(cgroup_path.clone());
