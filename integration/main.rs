@@ -15,6 +15,7 @@ mod cri_cgroups;
 mod cri_dind;
 mod cri_kubelet;
 mod cri_stream;
+mod cri_slice;
 mod cri_userns;
 mod cri_volumes;
 mod ctr;
