@@ -17,7 +17,7 @@
 //! | hostname "" or domainname without a uts namespace | ignores them | refuses | libcontainer refuses any hostname/domainname without uts |
 //! | uid/gidMappings without a user namespace | ignores them | refuses | libcontainer's validator refuses |
 //! | a user namespace without `mounts` | refuses (later, for another reason) | refuses | libcontainer needs the list (user_ns.rs) |
-//! | ID-mapped mounts (idmap option, uid/gidMappings) | ignores them | refuses | libcontainer does not implement them |
+//! | ID-mapped mounts (idmap option, uid/gidMappings) | ignores them | refuses, except in system mode binds with the container's own mappings (nestrun makes those: hostUsers: false pods) | libcontainer does not implement them |
 //! | an apparmorProfile of "" without AppArmor | takes it | refuses | libcontainer checks AppArmor whenever the field is there |
 //! | a time namespace | refuses ("does not exist") | creates | libcontainer supports time namespaces |
 //! | root.path through a symlink | refuses | creates | nestrun resolves it (bundle::load; badinput's odd_but_valid_configs_work) |
