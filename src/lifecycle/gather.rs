@@ -194,12 +194,14 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, sy
     // ID-mapped layers, or the chown fallback (host::chownfs) when forced or when the kernel
     // refuses ID-mapped mounts there (Linux < 5.19 for overlay lower layers).
     let forced = host::chownfs::forced();
+    let rootfs_in_range = engine_userns && std::fs::metadata(rootfs).is_ok_and(|m| m.uid() == facts.host_id);
     let (host_id, size) = (facts.host_id, facts.id_size);
     facts.rootfs = Some(match &layers {
-        // An engine that maps ids itself hands over a rootfs already owned by its range
+        // An engine that maps ids itself may hand over a rootfs already owned by its range
         // (docker --userns-remap chowns the layers; containerd 2.x ID-maps the lower layers of
         // a `hostUsers: false` pod's overlay, in temporary mounts gone by now): used as is.
-        _ if engine_userns => rootfs.to_path_buf(),
+        // A rootfs its root does not own yet is ID-mapped like any other.
+        _ if rootfs_in_range => rootfs.to_path_buf(),
         Some(l) => {
             let work = overlay::own_work(l, &mdir);
             // The copies of the fallback: beside the own work dir (removed with it on delete).
@@ -238,7 +240,7 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, sy
             target
         }
     });
-    if let (Some(_), Some(own), false) = (&layers, &facts.rootfs, engine_userns) {
+    if let (Some(_), Some(own), false) = (&layers, &facts.rootfs, rootfs_in_range) {
         let dev = std::fs::metadata(own).map(|m| m.dev()).map_err(host::io("stat", own))?;
         rec.engine_cover = Some((rootfs.to_path_buf(), dev));
         save(rec, sdir)?;

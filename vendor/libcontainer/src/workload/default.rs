@@ -33,9 +33,20 @@ impl Executor for DefaultExecutor {
         // nestrun patch: Rust's runtime starts every program with SIGPIPE ignored, and an
         // ignored signal survives execve: the container's processes would inherit it
         // (`yes | head` printing "Broken pipe", Python raising BrokenPipeError). runc's
-        // containers start with SIGPIPE at its default; so do these.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // containers start with SIGPIPE at its default; so do these. Every other ignored
+        // signal too: one the runtime inherited ignored (an engine started under `nohup`
+        // passes SIGHUP ignored down to it) would otherwise reach the container, where runc's
+        // processes start with none ignored. Handled signals are reset by execve itself.
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
         }
         unistd::execvp(&cstring_path, &a).map_err(|err| {
             tracing::error!(?err, filename = ?cstring_path, args = ?a, "failed to execvp");
