@@ -13,7 +13,7 @@
 //! | process.scheduler, process.ioPriority out of range | ignores (predates them) | refuses | libcontainer's validator refuses |
 //! | linux.timeOffsets without a time namespace | ignores (predates it) | refuses | libcontainer's validator refuses |
 //! | linux.netDevices with a bad interface name | ignores (predates it) | refuses | libcontainer refuses |
-//! | rootfsPropagation rshared/rslave/rprivate/runbindable | takes them | refuses | libcontainer knows only shared, slave, private, unbindable |
+//! | rootfsPropagation rshared/rslave/rprivate/runbindable | takes them | refuses in plain mode (system mode: rewritten to shared/slave/...) | libcontainer knows only shared, slave, private, unbindable |
 //! | hostname "" or domainname without a uts namespace | ignores them | refuses | libcontainer refuses any hostname/domainname without uts |
 //! | uid/gidMappings without a user namespace | ignores them | refuses | libcontainer's validator refuses |
 //! | a user namespace without `mounts` | refuses (later, for another reason) | refuses | libcontainer needs the list (user_ns.rs) |
@@ -212,7 +212,7 @@ fn rows() -> Vec<Row> {
         r("kernel.hostname sysctl", |v| sysctl(v, "kernel.hostname", "x"), Refused(&[r#"linux.sysctl "kernel.hostname": conflicts with the hostname field"#]), Refused(&[r#"linux.sysctl "kernel.hostname""#]), Runc::Refuses("conflicts with the OCI")),
         r("user sysctl without user ns", |v| sysctl(v, "user.max_user_namespaces", "10"), Refused(&[r#"linux.sysctl "user.max_user_namespaces": needs a user namespace"#]), Created, Runc::Refuses("is not in a separate kernel namespace")),
         r("rootfsPropagation unknown", |v| v["linux"]["rootfsPropagation"] = json!("weird"), Refused(&[r#"linux.rootfsPropagation "weird": expected shared, slave, private or unbindable"#]), Refused(&[r#"linux.rootfsPropagation "weird""#]), Runc::Refuses("rootfsPropagation=weird is not supported")),
-        r("rootfsPropagation rshared", |v| v["linux"]["rootfsPropagation"] = json!("rshared"), Refused(&[r#"linux.rootfsPropagation "rshared""#]), Refused(&[r#"linux.rootfsPropagation "rshared""#]), Runc::Accepts).why("libcontainer knows only shared, slave, private and unbindable"),
+        r("rootfsPropagation rshared", |v| v["linux"]["rootfsPropagation"] = json!("rshared"), Refused(&[r#"linux.rootfsPropagation "rshared""#]), Created, Runc::Accepts).why("libcontainer knows only shared, slave, private and unbindable; system mode's rewrite makes it shared (libcontainer applies it recursively)"),
         r("intelRdt closID ..", |v| v["linux"]["intelRdt"] = json!({"closID": ".."}), Refused(&[r#"linux.intelRdt.closID "..": must not be"#]), Refused(&[r#"linux.intelRdt.closID "..""#]), Runc::Refuses("invalid intelRdt.ClosID")),
         r("timeOffsets without time ns", |v| v["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 1}}), Refused(&["linux.timeOffsets: set, but linux.namespaces has no time namespace"]), Refused(&["linux.timeOffsets"]), Runc::Accepts).why("runc 1.1.5 predates timeOffsets; libcontainer's validator refuses them without a time namespace"),
         r("netDevices bad name", |v| v["linux"]["netDevices"] = json!({"eth/0": {}}), Refused(&[r#"linux.netDevices "eth/0": not a valid interface name"#]), Refused(&[r#"linux.netDevices "eth/0""#]), Runc::Accepts).why("runc 1.1.5 predates netDevices; libcontainer refuses the name"),

@@ -10,6 +10,14 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if let (Some(new_root), Some(root)) = (&facts.rootfs, spec.root_mut().as_mut()) {
         root.set_path(new_root.clone());
     }
+    // runc's r-prefixed propagation (containerd sends `rshared` for Bidirectional mounts) is
+    // the plain one for libcontainer, which makes the root's propagation recursive always.
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        let plain = linux.rootfs_propagation().as_deref().and_then(|p| p.strip_prefix('r')).filter(|p| ["shared", "slave", "private", "unbindable"].contains(p)).map(str::to_string);
+        if let Some(p) = plain {
+            linux.set_rootfs_propagation(Some(p));
+        }
+    }
     if let Some(mounts) = spec.mounts_mut().as_mut() {
         for m in mounts.iter_mut() {
             let Some(src) = m.source().clone() else { continue };
@@ -66,5 +74,17 @@ mod tests {
         assert_eq!(m[0].source().as_deref(), Some(std::path::Path::new("/run/nestrun-mnt/c1/m/0")));
         assert_eq!((m[0].uid_mappings(), m[0].gid_mappings()), (&None, &None));
         assert_eq!(m[1].uid_mappings(), &Some(map), "a bind nestrun did not clone keeps them (and libcontainer refuses it)");
+    }
+
+    #[test]
+    fn r_prefixed_root_propagation_becomes_libcontainers_form() {
+        let mut spec = docker_like();
+        spec.linux_mut().as_mut().unwrap().set_rootfs_propagation(Some("rshared".into()));
+        let out = rewrite(spec, &facts()).unwrap();
+        assert_eq!(out.linux().as_ref().unwrap().rootfs_propagation().as_deref(), Some("shared"));
+        assert_eq!(rewrite(out.clone(), &facts()).unwrap(), out, "idempotent");
+        let mut odd = docker_like();
+        odd.linux_mut().as_mut().unwrap().set_rootfs_propagation(Some("rweird".into()));
+        assert_eq!(rewrite(odd, &facts()).unwrap().linux().as_ref().unwrap().rootfs_propagation().as_deref(), Some("rweird"), "left to validation");
     }
 }

@@ -80,8 +80,12 @@ pub(super) fn check(spec: &Spec, linux: &Linux, process: &Process, mode: Mode) -
     for key in keys {
         check_sysctl(key, &view).map_err(|why| E::Sysctl { key: key.clone(), why })?;
     }
-    // libcontainer's rootfs setup knows these four (runc also takes the r-prefixed forms).
-    if let Some(p) = linux.rootfs_propagation().as_ref().filter(|p| !["shared", "slave", "private", "unbindable"].contains(&p.as_str())) {
+    // libcontainer's rootfs setup knows these four (runc also takes the r-prefixed forms, which
+    // containerd sends for Bidirectional/HostToContainer mounts; system mode's rewrite turns
+    // them into these, which libcontainer applies recursively anyway: rewrite::rootfs).
+    let known = |p: &str| ["shared", "slave", "private", "unbindable"].contains(&p);
+    let system_form = |p: &str| view.mode == Mode::System && p.strip_prefix('r').is_some_and(known);
+    if let Some(p) = linux.rootfs_propagation().as_ref().filter(|p| !known(p) && !system_form(p)) {
         return Err(E::RootfsPropagation(p.clone()));
     }
     if let Some(id) = linux.intel_rdt().as_ref().and_then(|r| r.clos_id().as_ref()) {

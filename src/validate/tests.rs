@@ -143,7 +143,7 @@ const ROWS: &[Row] = &[
         v["hostname"] = Value::Null;
     }, Some(r#"linux.sysctl "kernel.domainname": needs a uts namespace (linux.namespaces has none)"#), None),
     ("user sysctl without user ns", |v| sysctl(v, "user.max_user_namespaces"), Some(r#"linux.sysctl "user.max_user_namespaces": needs a user namespace (linux.namespaces has none)"#), None),
-    ("rootfsPropagation rshared", |v| v["linux"]["rootfsPropagation"] = json!("rshared"), Some(r#"linux.rootfsPropagation "rshared": expected shared, slave, private or unbindable"#), Some(r#"linux.rootfsPropagation "rshared": expected shared, slave, private or unbindable"#)),
+    ("rootfsPropagation rshared", |v| v["linux"]["rootfsPropagation"] = json!("rshared"), Some(r#"linux.rootfsPropagation "rshared": expected shared, slave, private or unbindable"#), None),
     ("rootfsPropagation private", |v| v["linux"]["rootfsPropagation"] = json!("private"), None, None),
     ("intelRdt closID ..", |v| v["linux"]["intelRdt"] = json!({"closID": ".."}), Some(r#"linux.intelRdt.closID "..": must not be '.' or '..' or contain '/'"#), Some(r#"linux.intelRdt.closID "..": must not be '.' or '..' or contain '/'"#)),
     ("timeOffsets without time ns", |v| v["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 1}}), Some("linux.timeOffsets: set, but linux.namespaces has no time namespace"), Some("linux.timeOffsets: set, but linux.namespaces has no time namespace")),
