@@ -83,6 +83,11 @@ impl Pod {
     /// RunPodSandbox of the config `run` sends after `edit` changed it (its `linux.cgroup_parent`
     /// is the pod's cgroup, removed with the pod).
     pub(crate) fn run_with(test: &str, handler: &str, pid: &str, edit: impl FnOnce(&mut Value)) -> Pod {
+        Pod::try_run_with(test, handler, pid, edit).unwrap_or_else(|e| panic!("RunPodSandbox with {handler}: {e}"))
+    }
+
+    /// `run_with`, with the CRI's error line when RunPodSandbox fails.
+    pub(crate) fn try_run_with(test: &str, handler: &str, pid: &str, edit: impl FnOnce(&mut Value)) -> Result<Pod, String> {
         let name = unique(test);
         let uid = format!("{name}-uid");
         let logs = std::env::var("NESTRUN_CRI_LOGS").unwrap_or_else(|_| "/var/lib/nestrun-test/cri-logs".into());
@@ -100,7 +105,7 @@ impl Pod {
         });
         let mut config = config;
         edit(&mut config);
-        let r = cri("RunPodSandbox", json!({"config": config, "runtime_handler": handler}));
+        let r = cri_try("RunPodSandbox", &json!({"config": config, "runtime_handler": handler}))?;
         let id = r["pod_sandbox_id"].as_str().unwrap().to_string();
         let mut pod = Pod { id, uid, config, log_dir, containers: vec![], netns: String::new(), removed: false };
         let st = pod.status();
@@ -109,7 +114,7 @@ impl Pod {
         let nss = st["info"]["info"]["runtimeSpec"]["linux"]["namespaces"].as_array().cloned().unwrap_or_default();
         pod.netns = nss.iter().find(|n| n["type"] == "network").and_then(|n| n["path"].as_str()).unwrap_or_default().to_string();
         assert!(!pod.netns.is_empty(), "sandbox has no network namespace path: {st}");
-        pod
+        Ok(pod)
     }
 
     /// The pod's cgroup parent (config `linux.cgroup_parent`) without the leading `/`.

@@ -12,8 +12,6 @@ use serde_json::{json, Value};
 use crate::cri::*;
 use crate::util::*;
 
-const IMAGE: &str = "docker.io/nestrun-test/busybox:latest";
-
 /// containerd's major version, from the CRI's Version answer ("v1.6.20", "2.1.9").
 fn containerd_major() -> u32 {
     let v = cri("Version", json!({}));
@@ -36,45 +34,17 @@ fn mapping(host: u64) -> Value {
 
 /// RunPodSandbox of a pod with `hostUsers: false` and kubelet's mapping at `host`.
 fn run_pod(test: &str, host: u64) -> Result<Pod, String> {
-    let name = unique(test);
-    let uid = format!("{name}-uid");
-    let logs = std::env::var("NESTRUN_CRI_LOGS").unwrap_or_else(|_| "/var/lib/nestrun-test/cri-logs".into());
-    let log_dir = format!("{logs}/{uid}");
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let ns = json!({"network": "POD", "pid": "CONTAINER", "ipc": "POD",
-        "userns_options": {"mode": "POD", "uids": mapping(host), "gids": mapping(host)}});
-    let config = json!({
-        "metadata": {"name": name, "uid": uid, "namespace": "nestrun-test", "attempt": 0},
-        "hostname": name,
-        "log_directory": log_dir,
-        "linux": {"cgroup_parent": format!("/{CGROUP_PARENT}/pod{uid}"), "security_context": {"namespace_options": ns}},
-    });
-    let r = cri_try("RunPodSandbox", &json!({"config": config, "runtime_handler": "nested"}))?;
-    let mut pod = Pod { id: r["pod_sandbox_id"].as_str().unwrap().to_string(), uid, config, log_dir, containers: vec![], netns: String::new(), removed: false };
-    let st = pod.status();
-    assert_eq!(st["status"]["state"], "SANDBOX_READY", "{st}");
-    let nss = st["info"]["info"]["runtimeSpec"]["linux"]["namespaces"].as_array().cloned().unwrap_or_default();
-    pod.netns = nss.iter().find(|n| n["type"] == "network").and_then(|n| n["path"].as_str()).unwrap_or_default().to_string();
-    Ok(pod)
+    Pod::try_run_with(test, "nested", "CONTAINER", |c| {
+        c["linux"]["security_context"]["namespace_options"]["userns_options"] = json!({"mode": "POD", "uids": mapping(host), "gids": mapping(host)});
+    })
 }
 
 /// CreateContainer + StartContainer with a hostPath volume at /vol, ID-mapped as kubelet asks
 /// for pods with `hostUsers: false` (the mount carries the pod's mappings).
 fn start(pod: &mut Pod, name: &str, vol: &str, host: u64) -> String {
-    let ns = pod.config["linux"]["security_context"]["namespace_options"].clone();
-    let config = json!({
-        "metadata": {"name": name, "attempt": 0},
-        "image": {"image": IMAGE},
-        "command": ["sleep", "100000"],
-        "log_path": format!("{name}/0.log"),
-        "mounts": [{"container_path": "/vol", "host_path": vol, "uidMappings": mapping(host), "gidMappings": mapping(host)}],
-        "linux": {"security_context": {"namespace_options": ns}},
-    });
-    let r = cri("CreateContainer", json!({"pod_sandbox_id": pod.id, "config": config, "sandbox_config": pod.config}));
-    let id = r["container_id"].as_str().unwrap().to_string();
-    pod.containers.push(id.clone());
-    cri_try("StartContainer", &json!({"container_id": id})).unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-    id
+    let mut config = pod.container_config(name, &["sleep", "100000"]);
+    config["mounts"] = json!([{"container_path": "/vol", "host_path": vol, "uidMappings": mapping(host), "gidMappings": mapping(host)}]);
+    pod.start_config(config)
 }
 
 #[test]
