@@ -140,8 +140,9 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, sy
     let peer = host::pod::peer(spec).map_err(|e| LifecycleError::Other { id: id.into(), msg: e.to_string() })?;
     let lease_dir = env_path("NESTRUN_LEASE_DIR", subid::DEFAULT_LEASE_DIR);
     let pool = || subid::ensure_pool(&env_path("NESTRUN_SUBUID", "/etc/subuid"), &env_path("NESTRUN_SUBGID", "/etc/subgid"), subid::DEFAULT_RANGES);
-    let engine_userns = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
-    if let Some(m) = linux.uid_mappings().as_ref().filter(|m| !m.is_empty()) {
+    let engine_maps = linux.uid_mappings().as_ref().filter(|m| !m.is_empty());
+    let engine_userns = engine_maps.is_some();
+    if let Some(m) = engine_maps {
         let (h, s) = crate::rewrite::userns::validate("uid", m)?;
         subid::check_engine_range(pool()?, h, s)?;
         (facts.host_id, facts.id_size) = (h, s);

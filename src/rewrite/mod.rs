@@ -13,7 +13,7 @@ pub mod datadirs;
 pub(crate) mod devices;
 mod namespaces;
 mod procfs;
-mod rootfs;
+pub(crate) mod rootfs;
 pub mod newsyscalls;
 pub mod security;
 mod systemd;

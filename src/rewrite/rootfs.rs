@@ -6,6 +6,9 @@ use libcontainer::oci_spec::runtime::Spec;
 use super::RewriteError;
 use crate::facts::Facts;
 
+/// The root propagations libcontainer knows (runc also takes them with an `r` prefix).
+pub const ROOT_PROPAGATIONS: [&str; 4] = ["shared", "slave", "private", "unbindable"];
+
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     if let (Some(new_root), Some(root)) = (&facts.rootfs, spec.root_mut().as_mut()) {
         root.set_path(new_root.clone());
@@ -13,7 +16,7 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     // runc's r-prefixed propagation (containerd sends `rshared` for Bidirectional mounts) is
     // the plain one for libcontainer, which makes the root's propagation recursive always.
     if let Some(linux) = spec.linux_mut().as_mut() {
-        let plain = linux.rootfs_propagation().as_deref().and_then(|p| p.strip_prefix('r')).filter(|p| ["shared", "slave", "private", "unbindable"].contains(p)).map(str::to_string);
+        let plain = linux.rootfs_propagation().as_deref().and_then(|p| p.strip_prefix('r')).filter(|p| ROOT_PROPAGATIONS.contains(p)).map(str::to_string);
         if let Some(p) = plain {
             linux.set_rootfs_propagation(Some(p));
         }

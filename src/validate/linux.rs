@@ -83,7 +83,7 @@ pub(super) fn check(spec: &Spec, linux: &Linux, process: &Process, mode: Mode) -
     // libcontainer's rootfs setup knows these four (runc also takes the r-prefixed forms, which
     // containerd sends for Bidirectional/HostToContainer mounts; system mode's rewrite turns
     // them into these, which libcontainer applies recursively anyway: rewrite::rootfs).
-    let known = |p: &str| ["shared", "slave", "private", "unbindable"].contains(&p);
+    let known = |p: &str| crate::rewrite::rootfs::ROOT_PROPAGATIONS.contains(&p);
     let system_form = |p: &str| view.mode == Mode::System && p.strip_prefix('r').is_some_and(known);
     if let Some(p) = linux.rootfs_propagation().as_ref().filter(|p| !known(p) && !system_form(p)) {
         return Err(E::RootfsPropagation(p.clone()));
