@@ -142,6 +142,7 @@ save_capture() {
 #  - cgroup_path: the spec's cgroupsPath (or /nestrun/<id>); lib_modules /lib/modules/$(uname -r)
 #  - CRI pods: pod_net_from (a sandbox's network namespace path), pod_userns (an app container:
 #    /proc/<pid>/ns/user of the sandbox whose namespaces it joins)
+#  - supervisor_socket: <mount dir>/sv.sock (a host with /dev/fuse), unless annotated off
 gen_facts() {
   local dir=$1
   python3 - "$dir" "$(uname -r)" <<'PY'
@@ -206,6 +207,8 @@ elif ctype == "container":
     peer = next((n["path"] for n in nss if (n.get("path") or "").startswith("/proc/")), None)
     if peer:
         facts["pod_userns"] = re.sub(r"/ns/[a-z_]+$", "/ns/user", peer)
+if ann.get("io.nestrun.supervisor") != "off" and ann.get("io.nestrun.proc") != "host":
+    facts["supervisor_socket"] = f"{mdir}/sv.sock"
 with open(os.path.join(d, "facts.json"), "w") as f:
     json.dump(facts, f, indent=2)
     f.write("\n")

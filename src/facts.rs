@@ -64,6 +64,10 @@ pub struct Facts {
     /// Where their nodes are: a host directory (nestrun's own tmpfs below the mount dir) with
     /// `fuse` and `tun` character devices owned by the container's root.
     pub dev_dir: Option<PathBuf>,
+    /// The unix socket the container's syscall supervisor (in its `fuse-serve`) listens on:
+    /// the spec's `linux.seccomp.listenerPath` (rewrite/supervisor.rs). None: no supervisor
+    /// (`io.nestrun.supervisor=off`, `io.nestrun.proc=host`, no /dev/fuse).
+    pub supervisor_socket: Option<PathBuf>,
 }
 
 /// A container of a Kubernetes pod (sandbox or app container), as the CRI engines mark it.
@@ -83,6 +87,11 @@ pub const ANN_MODE: &str = "io.nestrun.mode";
 /// `host`: keep the kernel's own /proc and /sys files (no FUSE emulation).
 pub const ANN_PROC: &str = "io.nestrun.proc";
 
+/// `off`: no syscall supervisor (seccomp user notification) for the container: its programs
+/// may install a seccomp listener of their own (the kernel allows one per filter chain), and
+/// `sysinfo(2)` answers with the host's figures.
+pub const ANN_SUPERVISOR: &str = "io.nestrun.supervisor";
+
 /// `true`: /dev/fuse, usable by root in the container (FUSE mounts inside it).
 pub const ANN_DEV_FUSE: &str = "io.nestrun.dev.fuse";
 /// `true`: /dev/net/tun, usable by root in the container (tun/tap devices in its netns).
@@ -94,7 +103,7 @@ pub enum FactsError {
     NotABool { key: &'static str, value: String },
     #[error("annotation {key}={value:?}: expected {expected}")]
     BadValue { key: String, value: String, expected: &'static str },
-    #[error("annotation {key}: nestrun knows io.nestrun.mode, io.nestrun.proc, io.nestrun.dev.fuse and io.nestrun.dev.tun")]
+    #[error("annotation {key}: nestrun knows io.nestrun.mode, io.nestrun.proc, io.nestrun.supervisor, io.nestrun.dev.fuse and io.nestrun.dev.tun")]
     Unknown { key: String },
 }
 
@@ -105,6 +114,7 @@ pub fn check_annotations(spec: &libcontainer::oci_spec::runtime::Spec) -> Result
         let expected = match k.as_str() {
             ANN_MODE => "system or plain",
             ANN_PROC => "emulated or host",
+            ANN_SUPERVISOR => "on or off",
             ANN_DEV_FUSE | ANN_DEV_TUN => "true or false",
             _ => return Err(FactsError::Unknown { key: k.clone() }),
         };
@@ -113,6 +123,13 @@ pub fn check_annotations(spec: &libcontainer::oci_spec::runtime::Spec) -> Result
         }
     }
     Ok(())
+}
+
+/// Whether the container gets the syscall supervisor: not with `io.nestrun.supervisor=off`, nor
+/// with `io.nestrun.proc=host` (the kernel's own figures everywhere). System mode only.
+pub fn supervisor_wanted(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    let get = |key: &str| spec.annotations().as_ref().and_then(|a| a.get(key)).map(String::as_str);
+    get(ANN_SUPERVISOR) != Some("off") && get(ANN_PROC) != Some("host")
 }
 
 /// The extra devices the spec's annotations ask for: (fuse, tun). Absent means false.
@@ -164,7 +181,17 @@ mod tests {
         assert_eq!(check_annotations(&with(&[(ANN_MODE, "Plain")])).unwrap_err().to_string(), "annotation io.nestrun.mode=\"Plain\": expected system or plain");
         assert_eq!(check_annotations(&with(&[(ANN_PROC, "off")])).unwrap_err().to_string(), "annotation io.nestrun.proc=\"off\": expected emulated or host");
         assert_eq!(check_annotations(&with(&[(ANN_DEV_TUN, "1")])).unwrap_err().to_string(), "annotation io.nestrun.dev.tun=\"1\": expected true or false");
+        assert_eq!(check_annotations(&with(&[(ANN_SUPERVISOR, "off")])), Ok(()));
+        assert_eq!(check_annotations(&with(&[(ANN_SUPERVISOR, "false")])).unwrap_err().to_string(), "annotation io.nestrun.supervisor=\"false\": expected on or off");
         assert!(check_annotations(&with(&[("io.nestrun.moed", "plain")])).unwrap_err().to_string().starts_with("annotation io.nestrun.moed: nestrun knows"));
+    }
+
+    #[test]
+    fn supervisor_annotation() {
+        assert!(supervisor_wanted(&Spec::default()));
+        assert!(supervisor_wanted(&with(&[(ANN_SUPERVISOR, "on")])));
+        assert!(!supervisor_wanted(&with(&[(ANN_SUPERVISOR, "off")])));
+        assert!(!supervisor_wanted(&with(&[(ANN_PROC, "host")])), "the kernel's own figures everywhere");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct FuseServe {
     /// The host's cgroup mounts as mountinfo lines (default: read /proc/self/mountinfo).
     #[arg(long, allow_hyphen_values = true)]
     pub cgroup_mounts: Option<String>,
+    /// Inherited listening socket of the container's syscall supervisor (seccomp notify fds).
+    #[arg(long)]
+    pub supervisor_fd: Option<i32>,
     /// nestrun's overlay of the container, served id-shifted at --shift-mount for the engine.
     #[arg(long)]
     pub shift_source: Option<std::path::PathBuf>,
@@ -74,6 +77,7 @@ pub fn run(args: FuseServe) -> anyhow::Result<()> {
         start_time: start,
         init_pid: args.init_pid,
         cgroup_mounts: args.cgroup_mounts,
+        supervisor_fd: args.supervisor_fd,
         shift: match (args.shift_source, args.shift_mount, args.shift_base, args.shift_size) {
             (Some(source), Some(mountpoint), Some(base), Some(size)) => Some(crate::fuse::ShiftConfig { source, mountpoint, base, size }),
             _ => None,

@@ -205,6 +205,10 @@ impl Cgroup {
         Self { path: cgroup_path.to_string(), mounts, files: FdCache::default() }
     }
 
+    pub fn mounts(&self) -> &Mounts {
+        &self.mounts
+    }
+
     /// (cgroup dir, mount dir, is v2) for a controller, or None if not mounted.
     /// Errors when the container's directory is gone.
     pub fn dir(&self, controller: &str) -> Result<Option<(PathBuf, PathBuf, bool)>, FuseError> {

@@ -8,10 +8,12 @@
 //! per-container values for a few non-namespaced sysctls (see `sysctl`).
 
 pub mod cgroup;
+mod caller;
 mod fdcache;
 mod files;
 mod fuser_fs;
 mod memory;
+mod notify;
 mod process;
 pub mod render;
 mod server;
@@ -20,6 +22,7 @@ mod shift_fuser;
 mod shift_ids;
 mod shift_io;
 mod shift_sys;
+pub mod supervisor;
 pub mod sysctl;
 mod uring;
 mod watch;
@@ -78,6 +81,8 @@ pub struct ServeConfig {
     pub cgroup_mounts: Option<String>,
     /// The id-shifting view of the container's rootfs for the engine (`docker cp`), if any.
     pub shift: Option<ShiftConfig>,
+    /// The syscall supervisor's listening socket, inherited from the runtime (see `supervisor`).
+    pub supervisor_fd: Option<i32>,
 }
 
 impl ServeConfig {
@@ -98,6 +103,9 @@ impl ServeConfig {
         }
         if let Some(pid) = self.init_pid {
             args.push(format!("--init-pid={pid}").into());
+        }
+        if let Some(fd) = self.supervisor_fd {
+            args.push(format!("--supervisor-fd={fd}").into());
         }
         if let Some(m) = &self.cgroup_mounts {
             args.push(format!("--cgroup-mounts={m}").into());
@@ -156,6 +164,9 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
         init_pid: cfg.init_pid,
         files: Default::default(),
     };
+    if let Some(fd) = cfg.supervisor_fd {
+        start_supervisor(fd, &sources, &cfg);
+    }
     let sysctls = sysctl::load(Path::new("/"));
     if let Some(s) = &cfg.shift {
         // Without it the engine's rootfs path keeps its read-only cover: docker cp in fails
@@ -168,6 +179,25 @@ pub fn serve(cfg: ServeConfig, ready_fd: Option<OwnedFd>) -> Result<(), FuseErro
     let served = serve_fs(server::ProcFs::new(sources, sysctls, cfg.owner_uid, cfg.owner_gid), &cfg.mountpoint, ready_fd, true);
     watch::hold();
     served
+}
+
+/// Start the syscall supervisor on the inherited socket `fd`. On failure the socket is closed
+/// (the runtime's connection then fails: no notify fd is left unread, no trapped call hangs).
+fn start_supervisor(fd: i32, sources: &files::Sources, cfg: &ServeConfig) {
+    // SAFETY: F_GETFD only inspects the descriptor number.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        tracing::error!("--supervisor-fd {fd} is not an open descriptor: no syscall supervisor");
+        return;
+    }
+    // SAFETY: the fd is open and was handed to this process for this purpose only.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match supervisor::listener_from_fd(fd) {
+        Ok(l) => supervisor::spawn(
+            l,
+            supervisor::Context { cgroup_path: cfg.cgroup_path.clone(), mounts: sources.cgroup.mounts().clone(), start_time: cfg.start_time },
+        ),
+        Err(e) => tracing::error!("no syscall supervisor: {e}"),
+    }
 }
 
 /// What the server writes to its ready fd once serving: over /dev/fuse, or over io_uring.

@@ -107,6 +107,7 @@ fn child_server() {
         init_pid: get("init-pid").map(|p| p.parse().unwrap()),
         cgroup_mounts: get("cgroup-mounts"),
         shift: None,
+        supervisor_fd: None,
     };
     let fd: i32 = get("ready-fd").unwrap().parse().unwrap();
     // SAFETY: the fd was inherited from spawn_with for exactly this purpose.
@@ -175,6 +176,7 @@ fn spawn_read_write_stop(uring: bool) {
         init_pid: None,
         cgroup_mounts: None,
         shift: None,
+        supervisor_fd: None,
     };
     let exe = std::env::current_exe().unwrap();
     let prefix: Vec<OsString> = ["--exact", "fuse::tests::child_server", "--ignored", "--nocapture", "--", "fuse-serve"]
@@ -336,6 +338,7 @@ fn emulated_files_map_to_destinations() {
         init_pid: Some(42),
         cgroup_mounts: Some("1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory".into()),
         shift: None,
+        supervisor_fd: None,
     };
     let args: Vec<String> = cfg.to_args(Some(5)).into_iter().map(|a| a.into_string().unwrap()).collect();
     assert_eq!(

@@ -188,6 +188,9 @@ fn start_proc_emulation(
     }
     let Some(cg) = facts.cgroup_path.as_ref() else { return Ok(None) };
     let mnt = sidecar::mnt_dir(root, &rec.id).join("fuse");
+    // The supervisor's socket listens from here on: the init's filter load (during the
+    // libcontainer create, before the server is ready) connects to it at once.
+    let supervisor = facts.supervisor_socket.as_deref().map(crate::host::supervisor::listen).transpose()?;
     let cfg = crate::fuse::ServeConfig {
         mountpoint: mnt.clone(),
         cgroup_path: cg.to_string_lossy().into_owned(),
@@ -209,8 +212,12 @@ fn start_proc_emulation(
             }),
             _ => None,
         },
+        supervisor_fd: supervisor.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     };
-    let server = crate::fuse::start(&cfg, None).map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
+    let server = crate::fuse::start(&cfg, None);
+    // The server holds the socket now; this process's copy goes.
+    drop(supervisor);
+    let server = server.map_err(|e| LifecycleError::Other { id: rec.id.clone(), msg: format!("cannot start the /proc emulation: {e}") })?;
     rec.fuse_pid = Some(server.pid().as_raw());
     rec.fuse_mount = Some(mnt);
     gather::save(rec, sdir)?;

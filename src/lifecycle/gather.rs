@@ -339,6 +339,10 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, sy
         nix::mount::mount(Some(data_root.as_path()), &data_mnt, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(host::sys("bind", &data_mnt))?;
     }
     super::fault_point("datadirs");
+    // The syscall supervisor (rewrite/supervisor.rs) runs in the FUSE server: only with one.
+    if crate::facts::supervisor_wanted(spec) && Path::new("/dev/fuse").exists() {
+        facts.supervisor_socket = host::supervisor::socket_path(&mdir);
+    }
     Ok(facts)
 }
 

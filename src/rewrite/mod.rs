@@ -16,6 +16,7 @@ mod procfs;
 pub(crate) mod rootfs;
 pub mod newsyscalls;
 pub mod security;
+pub mod supervisor;
 mod systemd;
 pub mod userns;
 
@@ -50,6 +51,7 @@ pub const STEPS: &[(&str, Step)] = &[
     ("datadirs", datadirs::rewrite),
     ("devices", devices::rewrite),
     ("security", security::rewrite),
+    ("supervisor", supervisor::rewrite),
     ("systemd", systemd::rewrite),
 ];
 

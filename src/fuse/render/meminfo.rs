@@ -69,7 +69,11 @@ pub fn host_value_kb(host: &str, label: &str) -> Option<u64> {
 
 /// Container swap total/used in kB as rendered in meminfo and swaps.
 pub fn swap_kb(host: &str, swap: Option<SwapInfo>) -> (u64, u64) {
-    let host_total = host_value_kb(host, "SwapTotal").unwrap_or(0);
+    swap_kb_of(host_value_kb(host, "SwapTotal").unwrap_or(0), swap)
+}
+
+/// [`swap_kb`] from the host's swap total in kB (also sysinfo's, `sysinfo::compute`).
+pub fn swap_kb_of(host_total: u64, swap: Option<SwapInfo>) -> (u64, u64) {
     match swap {
         None => (0, 0),
         Some(_) if host_total == 0 => (0, 0),

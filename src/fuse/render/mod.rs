@@ -10,6 +10,7 @@ pub mod cpuinfo;
 pub mod meminfo;
 pub mod misc;
 pub mod stat;
+pub mod sysinfo;
 
 use crate::fuse::FuseError;
 

@@ -1,0 +1,140 @@
+//! What the supervisor reads about a trapped caller from the host's /proc (the server runs in
+//! the host's pid namespace: the pid a notification names is the host's). Every file of a
+//! caller is opened before the notification's id is checked (`notify::id_valid`): a valid id
+//! means the caller was alive after the open, so the descriptor is the caller's and not a
+//! recycled pid's.
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The caller's memory, for writing its answer (`pwrite` at the address it passed).
+pub fn open_mem(pid: i32) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(format!("/proc/{pid}/mem"))
+}
+
+/// /proc/<pid>/cgroup.
+pub fn cgroup(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+}
+
+/// The inode of `pid`'s pid namespace (`pid:[N]`).
+pub fn pidns(pid: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    link.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// /proc/<pid>/status.
+pub fn status(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    super::files::parse_starttime(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Seconds since boot (CLOCK_BOOTTIME, the clock process start times count in).
+pub fn boottime() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec owned by this frame.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// At most this many pids of a cgroup are looked at for a pid namespace's init.
+const MAX_SCAN: usize = 4096;
+
+/// The pids listed in a cgroup directory's `cgroup.procs` (the first [`MAX_SCAN`]).
+pub fn cgroup_procs(dir: &Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    text.lines().take(MAX_SCAN).filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The host's own sysinfo(2) (this process is not under the container's filter).
+pub fn host_sysinfo() -> Option<libc::sysinfo> {
+    // SAFETY: all-zero is a valid value of this plain struct.
+    let mut s: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a sysinfo struct owned by this frame.
+    (unsafe { libc::sysinfo(&mut s) } == 0).then_some(s)
+}
+
+/// The own limit of a memory cgroup directory (not its ancestors'): v1 `memory.limit_in_bytes`,
+/// v2 `memory.max`. None when unlimited or unreadable.
+pub fn own_memory_limit(dir: &Path, v2: bool) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })).ok()?;
+    super::cgroup::parse_limit(&text).ok().flatten()
+}
+
+/// The init of the pid namespace `ns` that `pid` is in, and its start (clock ticks): `pid`'s
+/// ancestors within that namespace, then the processes of `scan` (the caller's cgroup: an
+/// exec'd process's parent is outside its container's namespace), then `known` (the container's
+/// init, from the runtime). The init is the process whose innermost pid is 1.
+pub fn pidns_init(pid: i32, ns: u64, scan: Option<&Path>, known: Option<i32>) -> Option<(i32, u64)> {
+    let is_init = |p: i32| {
+        let (_, nspid) = super::render::sysinfo::parse_status(&status(p)?)?;
+        (nspid.last() == Some(&1) && pidns(p) == Some(ns)).then_some(p)
+    };
+    let found = (|| {
+        let mut cur = pid;
+        for _ in 0..64 {
+            let (ppid, nspid) = super::render::sysinfo::parse_status(&status(cur)?)?;
+            if nspid.last() == Some(&1) {
+                return Some(cur);
+            }
+            if ppid <= 0 || pidns(ppid) != Some(ns) {
+                return None;
+            }
+            cur = ppid;
+        }
+        None
+    })()
+    .or_else(|| scan.and_then(|d| cgroup_procs(d).into_iter().find_map(is_init)))
+    .or_else(|| known.and_then(is_init))?;
+    Some((found, start_ticks(found)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The children of `pid` (its threads' `children` files).
+    fn children(pid: u32) -> Vec<i32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    #[test]
+    fn the_init_of_a_callers_pid_namespace() {
+        let me = std::process::id() as i32;
+        assert!(cgroup(me).unwrap().contains(':'));
+        assert!(open_mem(me).is_ok());
+        assert!(host_sysinfo().unwrap().totalram > 0);
+        assert!(boottime() > 0.0);
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (a pid namespace)");
+            return;
+        }
+        // unshare (host) -> sh (the new namespace's init) -> sleep
+        let mut c = std::process::Command::new("unshare").args(["--pid", "--fork", "sh", "-c", "sleep 30 & wait"]).spawn().expect("unshare (util-linux)");
+        let mut found = None;
+        for _ in 0..100 {
+            if let Some(&sh) = children(c.id()).first() {
+                if let Some(&sleep) = children(sh as u32).first() {
+                    found = Some((sh, sleep));
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (sh, sleep) = found.expect("the namespace's processes");
+        let ns = pidns(sleep).unwrap();
+        assert_ne!(Some(ns), pidns(me));
+        assert_eq!(pidns_init(sleep, ns, None, None), Some((sh, start_ticks(sh).unwrap())), "found by walking up");
+        assert_eq!(pidns_init(sh, ns, None, None).map(|x| x.0), Some(sh), "the init itself");
+        // A process whose parent is outside the namespace (an exec'd one): the known init.
+        assert_eq!(pidns_init(c.id() as i32, ns, None, Some(sh)).map(|x| x.0), Some(sh));
+        assert_eq!(pidns_init(sleep, ns + 1, None, Some(sleep)), None, "not that namespace's init");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

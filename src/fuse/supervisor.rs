@@ -1,0 +1,278 @@
+//! The container's syscall supervisor: a thread of its `fuse-serve` that answers the syscalls the
+//! container's seccomp profile traps (rewrite/supervisor.rs: `sysinfo`), over the notify fds
+//! libcontainer sends to the supervisor's socket (one per filter load: the init and every exec).
+//!
+//! - One thread, one poll(2) loop over the socket and every notify fd; each notification is
+//!   answered before the next is read, so memory stays bounded whatever the container does (a
+//!   flood of trapped calls waits in the kernel, each caller blocked in its own call). At most
+//!   [`MAX_FDS`] notify fds; a notify fd whose filter has no task left (POLLHUP) is closed.
+//! - `sysinfo`: the caller's memory is opened (/proc/<pid>/mem) and its cgroup and pid namespace
+//!   read, then the notification is checked to be still valid, then the answer is computed
+//!   (`render::sysinfo`) and written where the caller asked (a bad pointer: EFAULT, as the kernel
+//!   answers). Anything unexpected (another architecture's call, an unreadable caller) is let
+//!   through to the kernel (CONTINUE): `sysinfo` is no security decision.
+//! - Values follow the caller: its memory cgroup (from /proc/<pid>/cgroup) is walked up to the
+//!   container's, and the deepest cgroup on the way with a memory limit of its own gives the
+//!   figures (an inner `docker run -m 64m` shows 64 MiB, capped by the outer limits); none: the
+//!   container's own. Its uptime is the age of the init of its pid namespace. Both are cached
+//!   (the cgroup choice 1 s, the figures one render tick, the inits per namespace).
+//! - If this process dies, the kernel answers every trapped call with ENOSYS (the listener is
+//!   gone); a new exec into the container then fails to connect.
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixListener;
+use std::time::{Instant, SystemTime};
+
+use super::cgroup::{Cgroup, Memory, Mounts};
+use super::notify::{self, Notif, Reply};
+use super::render::sysinfo::{self as si, Host, Mem};
+use super::{caller, render};
+
+/// At most this many notify fds (filter loads: the init and execs whose processes still run).
+/// More: the new one is closed, and that process's trapped calls fail with ENOSYS.
+pub const MAX_FDS: usize = 1024;
+/// Entries per cache before it is emptied.
+const MAX_CACHE: usize = 512;
+/// How long the choice of a caller cgroup's figures (which cgroup has a limit) is kept.
+const CHOICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a caller's pid namespace without a known init is not looked at again.
+const NO_INIT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[cfg(target_arch = "x86_64")]
+const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+#[cfg(target_arch = "aarch64")]
+const NATIVE_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const NATIVE_ARCH: u32 = 0;
+
+/// What the supervisor answers from.
+pub struct Context {
+    /// The container's cgroup (`/docker/<id>`), as the FUSE server's.
+    pub cgroup_path: String,
+    pub mounts: Mounts,
+    /// When the container was created: its uptime when no init is found for a caller.
+    pub start_time: SystemTime,
+}
+
+/// The figures of one cgroup, read at most once per render tick.
+struct Figures {
+    cgroup: Cgroup,
+    at: Option<Instant>,
+    memory: Option<Memory>,
+    pids: Option<u64>,
+}
+
+pub struct Supervisor {
+    ctx: Context,
+    /// The init's pid from the runtime (the first filter load's state).
+    container_init: Option<i32>,
+    /// Caller memory cgroup -> (when chosen, the cgroup whose figures it gets).
+    choice: HashMap<String, (Instant, String)>,
+    figures: HashMap<String, Figures>,
+    /// Pid namespace -> its init and start ticks (None: not found, at that time).
+    inits: HashMap<u64, (Instant, Option<(i32, u64)>)>,
+}
+
+/// Start the supervisor thread on the socket `listener` (the runtime bound it before the
+/// container's init loaded its filter). A thread that cannot start closes the socket: the
+/// runtime's connection then fails instead of leaving a notify fd nobody reads.
+pub fn spawn(listener: UnixListener, ctx: Context) {
+    let r = std::thread::Builder::new().name("supervisor".into()).stack_size(256 << 10).spawn(move || {
+        let mut sv = Supervisor::new(ctx);
+        if let Err(e) = sv.run(&listener) {
+            tracing::error!("syscall supervisor stopped: {e}");
+        }
+    });
+    if let Err(e) = r {
+        tracing::error!("cannot start the syscall supervisor: {e}");
+    }
+}
+
+impl Supervisor {
+    pub fn new(ctx: Context) -> Self {
+        Supervisor { ctx, container_init: None, choice: HashMap::new(), figures: HashMap::new(), inits: HashMap::new() }
+    }
+
+    /// Serve until poll(2) fails.
+    pub fn run(&mut self, listener: &UnixListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        loop {
+            let mut pfds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+                .chain(fds.iter().map(|f| f.as_raw_fd()))
+                .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+                .collect();
+            // SAFETY: a valid array of pollfds of this length.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut gone = Vec::new();
+            for (i, p) in pfds.iter().enumerate().skip(1) {
+                let fd = fds[i - 1].as_fd();
+                if p.revents & libc::POLLIN != 0 {
+                    match notify::recv(fd) {
+                        Ok(Some(n)) => self.answer(fd, &n),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!("seccomp notify fd: {e}");
+                            gone.push(i - 1);
+                        }
+                    }
+                } else if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    gone.push(i - 1);
+                }
+            }
+            for i in gone.into_iter().rev() {
+                fds.swap_remove(i);
+            }
+            if pfds[0].revents & libc::POLLIN != 0 {
+                self.accept(listener, &mut fds);
+            }
+        }
+    }
+
+    /// Take every pending connection's notify fd.
+    fn accept(&mut self, listener: &UnixListener, fds: &mut Vec<OwnedFd>) {
+        loop {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("supervisor socket: accept: {e}");
+                    return;
+                }
+            };
+            if stream.set_nonblocking(false).is_err() {
+                continue;
+            }
+            match notify::receive(stream) {
+                Ok(r) if fds.len() < MAX_FDS => {
+                    if r.status.as_deref() == Some("creating") && self.container_init.is_none() {
+                        self.container_init = r.pid;
+                    }
+                    tracing::debug!(pid = ?r.pid, status = ?r.status, "seccomp notify fd received");
+                    fds.push(r.fd);
+                }
+                Ok(r) => tracing::warn!(pid = ?r.pid, "{MAX_FDS} seccomp notify fds held: this one is closed, its trapped calls fail with ENOSYS"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+
+    /// Answer one notification (errors answering: the caller went away, nothing to do).
+    pub fn answer(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) {
+        let reply = if n.arch == NATIVE_ARCH && i64::from(n.nr) == libc::SYS_sysinfo { self.sysinfo(fd, n) } else { Reply::Continue };
+        if let Err(e) = notify::respond(fd, n.id, reply) {
+            tracing::debug!(pid = n.pid, "answer to a trapped call: {e}");
+        }
+    }
+
+    fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) -> Reply {
+        let pid = n.pid as i32;
+        let Ok(mem) = caller::open_mem(pid) else { return Reply::Continue };
+        let cgroup = caller::cgroup(pid);
+        let ns = caller::pidns(pid);
+        if !notify::id_valid(fd, n.id) {
+            return Reply::Gone;
+        }
+        let Some(host) = caller::host_sysinfo() else { return Reply::Continue };
+        let host = Host::from_libc(&host);
+        let caller_cg = cgroup.as_deref().and_then(|t| si::proc_cgroup_path(t, "memory")).unwrap_or(&self.ctx.cgroup_path).to_string();
+        let chosen = self.choose(&caller_cg);
+        let age = self.age(pid, ns, &caller_cg);
+        let f = self.figures(&chosen);
+        let mem_in = f.memory.as_ref().map(|m| Mem { limit: m.limit, usage: m.usage, swap: m.swap, stat: &m.stat });
+        let answer = si::compute(&host, mem_in, f.pids, age);
+        match mem.write_all_at(&si::encode(&answer), n.args[0]) {
+            Ok(()) => Reply::Value(0),
+            Err(_) => Reply::Error(libc::EFAULT),
+        }
+    }
+
+    /// The cgroup whose figures a caller in memory cgroup `caller_cg` gets: the deepest on its
+    /// way up to the container's with a memory limit of its own, else the container's.
+    fn choose(&mut self, caller_cg: &str) -> String {
+        if let Some((at, c)) = self.choice.get(caller_cg) {
+            if at.elapsed() < CHOICE_TTL {
+                return c.clone();
+            }
+        }
+        let mut chosen = self.ctx.cgroup_path.clone();
+        for p in si::path_up_to(caller_cg, &self.ctx.cgroup_path) {
+            let limited = Cgroup::with_mounts(&p, self.ctx.mounts.clone()).dir("memory").ok().flatten().and_then(|(d, _, v2)| caller::own_memory_limit(&d, v2));
+            if limited.is_some() {
+                chosen = p;
+                break;
+            }
+        }
+        if self.choice.len() >= MAX_CACHE {
+            self.choice.clear();
+        }
+        self.choice.insert(caller_cg.to_string(), (Instant::now(), chosen.clone()));
+        chosen
+    }
+
+    /// The memory and task count of `path`, read at most once per render tick.
+    fn figures(&mut self, path: &str) -> &Figures {
+        if self.figures.len() >= MAX_CACHE && !self.figures.contains_key(path) {
+            self.figures.clear();
+        }
+        let mounts = &self.ctx.mounts;
+        let f = self.figures.entry(path.to_string()).or_insert_with(|| Figures { cgroup: Cgroup::with_mounts(path, mounts.clone()), at: None, memory: None, pids: None });
+        if f.at.is_none_or(|at| at.elapsed() >= super::server::RENDER_TTL) {
+            // A cgroup gone since it was chosen: the host's figures for this one answer.
+            f.memory = f.cgroup.memory().ok().flatten();
+            f.pids = f.cgroup.pids_current().ok().flatten();
+            f.at = Some(Instant::now());
+        }
+        f
+    }
+
+    /// Seconds since the caller's pid namespace's init started (the container's own start when
+    /// that init is not found).
+    fn age(&mut self, pid: i32, ns: Option<u64>, caller_cg: &str) -> f64 {
+        let fallback = || SystemTime::now().duration_since(self.ctx.start_time).map_or(0.0, |d| d.as_secs_f64());
+        let Some(ns) = ns else { return fallback() };
+        let cached = match self.inits.get(&ns) {
+            // Still that namespace's (a pid namespace's init dies with it).
+            Some((_, Some((init, start)))) if caller::pidns(*init) == Some(ns) => Some(Some((*init, *start))),
+            Some((at, None)) if at.elapsed() < NO_INIT_TTL => Some(None),
+            _ => None,
+        };
+        let found = cached.unwrap_or_else(|| {
+            let scan = Cgroup::with_mounts(caller_cg, self.ctx.mounts.clone()).dir("memory").ok().flatten().map(|(d, _, _)| d);
+            let found = caller::pidns_init(pid, ns, scan.as_deref(), self.container_init);
+            if self.inits.len() >= MAX_CACHE {
+                self.inits.clear();
+            }
+            self.inits.insert(ns, (Instant::now(), found));
+            found
+        });
+        match found {
+            Some((_, start)) => (caller::boottime() - start as f64 / render::USER_HZ as f64).max(0.0),
+            None => fallback(),
+        }
+    }
+}
+
+/// The listener socket inherited from the runtime (`--supervisor-fd`), checked to be one.
+pub fn listener_from_fd(fd: OwnedFd) -> std::io::Result<UnixListener> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(std::io::Error::from)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(std::io::Error::other(format!("fd {} is not a socket", fd.as_raw_fd())));
+    }
+    // Not inherited by anything this process starts.
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    Ok(UnixListener::from(fd))
+}
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;
