@@ -31,6 +31,7 @@ mod proc;
 mod restart;
 mod seccomp;
 mod sid;
+mod supervisor;
 mod system;
 mod systemd;
 mod validation;

@@ -125,11 +125,16 @@ pub fn check_annotations(spec: &libcontainer::oci_spec::runtime::Spec) -> Result
     Ok(())
 }
 
-/// Whether the container gets the syscall supervisor: not with `io.nestrun.supervisor=off`, nor
-/// with `io.nestrun.proc=host` (the kernel's own figures everywhere). System mode only.
-pub fn supervisor_wanted(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+/// The runtime's environment setting for containers without the annotation (docker 20.10
+/// passes no annotations): `NESTRUN_SUPERVISOR=off`.
+pub const ENV_SUPERVISOR: &str = "NESTRUN_SUPERVISOR";
+
+/// Whether the container gets the syscall supervisor: the `io.nestrun.supervisor` annotation,
+/// else `env` (the runtime's NESTRUN_SUPERVISOR), else on; never with `io.nestrun.proc=host`
+/// (the kernel's own figures everywhere). System mode only.
+pub fn supervisor_wanted(spec: &libcontainer::oci_spec::runtime::Spec, env: Option<&str>) -> bool {
     let get = |key: &str| spec.annotations().as_ref().and_then(|a| a.get(key)).map(String::as_str);
-    get(ANN_SUPERVISOR) != Some("off") && get(ANN_PROC) != Some("host")
+    get(ANN_PROC) != Some("host") && get(ANN_SUPERVISOR).or(env) != Some("off")
 }
 
 /// The extra devices the spec's annotations ask for: (fuse, tun). Absent means false.
@@ -188,10 +193,12 @@ mod tests {
 
     #[test]
     fn supervisor_annotation() {
-        assert!(supervisor_wanted(&Spec::default()));
-        assert!(supervisor_wanted(&with(&[(ANN_SUPERVISOR, "on")])));
-        assert!(!supervisor_wanted(&with(&[(ANN_SUPERVISOR, "off")])));
-        assert!(!supervisor_wanted(&with(&[(ANN_PROC, "host")])), "the kernel's own figures everywhere");
+        assert!(supervisor_wanted(&Spec::default(), None));
+        assert!(supervisor_wanted(&with(&[(ANN_SUPERVISOR, "on")]), None));
+        assert!(!supervisor_wanted(&with(&[(ANN_SUPERVISOR, "off")]), None));
+        assert!(!supervisor_wanted(&with(&[(ANN_PROC, "host")]), None), "the kernel's own figures everywhere");
+        assert!(!supervisor_wanted(&Spec::default(), Some("off")), "the runtime's environment");
+        assert!(supervisor_wanted(&with(&[(ANN_SUPERVISOR, "on")]), Some("off")), "the annotation wins");
     }
 
     #[test]

@@ -340,7 +340,8 @@ pub fn gather(spec: &Spec, rootfs: &Path, id: &str, root: &Path, sdir: &Path, sy
     }
     super::fault_point("datadirs");
     // The syscall supervisor (rewrite/supervisor.rs) runs in the FUSE server: only with one.
-    if crate::facts::supervisor_wanted(spec) && Path::new("/dev/fuse").exists() {
+    let env = std::env::var(crate::facts::ENV_SUPERVISOR).ok();
+    if crate::facts::supervisor_wanted(spec, env.as_deref()) && Path::new("/dev/fuse").exists() {
         facts.supervisor_socket = host::supervisor::socket_path(&mdir);
     }
     Ok(facts)

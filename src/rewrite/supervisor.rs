@@ -9,8 +9,9 @@
 //! - The trap replaces every allow rule for those calls (the lowest action value wins when
 //!   several rules of one filter match: an ALLOW would not, but a conditional ERRNO could).
 //! - An engine profile with a listener of its own keeps it: one filter, one listener.
-//! - Off with `io.nestrun.supervisor=off` or `io.nestrun.proc=host` (`facts::supervisor_wanted`),
-//!   and in plain mode (no rewrite at all). The kernel allows one listener in a task's filter
+//! - Off with `io.nestrun.supervisor=off` or `io.nestrun.proc=host` (`facts::supervisor_wanted`;
+//!   gather also reads NESTRUN_SUPERVISOR: no socket in the facts then), and in plain mode (no
+//!   rewrite at all). The kernel allows one listener in a task's filter
 //!   chain: with the supervisor on, a program in the container that installs its own (LXD's
 //!   syscall intercepts, crun's notify plugins, Sysbox, an OCI `listenerPath` inside) gets
 //!   EBUSY from seccomp(2).
@@ -71,7 +72,7 @@ pub fn trap(mut p: LinuxSeccomp, socket: &Path) -> LinuxSeccomp {
 
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
     let Some(socket) = facts.supervisor_socket.as_ref() else { return Ok(spec) };
-    if facts.mode != Mode::System || !crate::facts::supervisor_wanted(&spec) {
+    if facts.mode != Mode::System || !crate::facts::supervisor_wanted(&spec, None) {
         return Ok(spec);
     }
     let linux = spec.linux_mut().as_mut().ok_or(RewriteError::NoLinux)?;
