@@ -4,7 +4,8 @@
  *                      freeswap=N uptime=N procs=N mem_unit=N" (bytes), or "sysinfo ERRNO"
  *   sv listener        installs a seccomp filter with a listener (NEW_LISTENER, as LXD, crun's
  *                      notify plugins and Sysbox do): "listener ok" or "listener ERRNO (text)"
- *   sv badptr          sysinfo at an unmapped address and at NULL: "badptr ERRNO ERRNO"
+ *   sv badptr          sysinfo at an unmapped address, at NULL and into a read-only page:
+ *                      "badptr ERRNO ERRNO ERRNO"
  *   sv bench N         N calls: "bench calls=N ns_per_call=N max_ns=N"
  *   sv flood SECONDS   calls sysinfo in a loop until the time is up: "flood calls=N errors=N"
  * ERRNO is a name (ENOSYS, EBUSY, EFAULT, ...). */
@@ -84,7 +85,14 @@ static int badptr(void) {
     munmap(p, 4096);
     int e1 = raw_sysinfo(p) == 0 ? 0 : errno;
     int e2 = raw_sysinfo(NULL) == 0 ? 0 : errno;
-    printf("badptr %s %s\n", e1 ? ename(e1) : "ok", e2 ? ename(e2) : "ok");
+    /* A read-only page: the kernel refuses to write there; so must the supervisor. */
+    unsigned char *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int e3 = raw_sysinfo(ro) == 0 ? 0 : errno;
+    int untouched = 1;
+    for (int i = 0; i < 4096; i++)
+        untouched &= ro[i] == 0;
+    printf("badptr %s %s %s%s\n", e1 ? ename(e1) : "ok", e2 ? ename(e2) : "ok", e3 ? ename(e3) : "ok",
+           untouched ? "" : " (read-only page written)");
     return 0;
 }
 

@@ -7,9 +7,100 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// The caller's memory, for writing its answer (`pwrite` at the address it passed).
-pub fn open_mem(pid: i32) -> std::io::Result<File> {
-    std::fs::OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(format!("/proc/{pid}/mem"))
+/// The caller's memory, for writing its answer where it asked, as the kernel would: only into
+/// writable mappings. A write through /proc/<pid>/mem is a ptrace-style access (FOLL_FORCE) that
+/// would also write into the caller's read-only private mappings (RELRO, sealed memory), so the
+/// range is checked to be writable first, in the same address space (both files are bound to it
+/// when opened). The caller's other threads changing its mappings in between gains them
+/// nothing: such a mapping is one they could write themselves.
+pub struct Memory {
+    mem: File,
+    maps: File,
+}
+
+pub fn open_memory(pid: i32) -> std::io::Result<Memory> {
+    let open = |name: &str, write: bool| std::fs::OpenOptions::new().read(!write).write(write).custom_flags(libc::O_CLOEXEC).open(format!("/proc/{pid}/{name}"));
+    Ok(Memory { mem: open("mem", true)?, maps: open("maps", false)? })
+}
+
+/// `struct procmap_query` (linux/fs.h, Linux >= 6.11).
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+/// _IOWR('f', 17, struct procmap_query)
+const PROCMAP_QUERY: libc::c_ulong = 0xC000_0000 | ((std::mem::size_of::<ProcmapQuery>() as libc::c_ulong) << 16) | (0x66 << 8) | 17;
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+
+impl Memory {
+    /// Write `bytes` at `addr` if the whole range is writable memory of the caller.
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let end = addr.checked_add(bytes.len() as u64).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EFAULT))?;
+        if !self.writable(addr, end)? {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.mem, bytes, addr)
+    }
+
+    /// Whether [addr, end) lies in writable mappings.
+    fn writable(&self, addr: u64, end: u64) -> std::io::Result<bool> {
+        let mut at = addr;
+        // Two mappings at most for the few bytes written here; more: refused.
+        for _ in 0..4 {
+            let mut q = ProcmapQuery { size: std::mem::size_of::<ProcmapQuery>() as u64, query_flags: PROCMAP_QUERY_VMA_WRITABLE, query_addr: at, ..Default::default() };
+            // SAFETY: `q` is a procmap_query of the size it declares; the kernel fills it.
+            if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&self.maps), PROCMAP_QUERY as _, &mut q) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::ENOENT) => Ok(false),
+                    Some(libc::ENOTTY | libc::EINVAL) => Ok(self.writable_from_text(addr, end)),
+                    _ => Err(e),
+                };
+            }
+            if q.vma_start > at {
+                return Ok(false);
+            }
+            if q.vma_end >= end {
+                return Ok(true);
+            }
+            at = q.vma_end;
+        }
+        Ok(false)
+    }
+
+    /// [`Memory::writable`] from the maps text (kernels without PROCMAP_QUERY).
+    fn writable_from_text(&self, addr: u64, end: u64) -> bool {
+        let mut text = Vec::new();
+        let mut f = &self.maps;
+        if std::io::Read::read_to_end(&mut f, &mut text).is_err() {
+            return false;
+        }
+        let ranges = String::from_utf8_lossy(&text).lines().filter_map(parse_maps_line).filter(|(_, _, w)| *w).map(|(s, e, _)| (s, e)).collect::<Vec<_>>();
+        super::render::sysinfo::covered(&ranges, addr, end)
+    }
+}
+
+/// (start, end, writable) of a /proc/<pid>/maps line.
+fn parse_maps_line(l: &str) -> Option<(u64, u64, bool)> {
+    let mut f = l.split_whitespace();
+    let (range, perms) = (f.next()?, f.next()?);
+    let (s, e) = range.split_once('-')?;
+    Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?, perms.as_bytes().get(1) == Some(&b'w')))
 }
 
 /// /proc/<pid>/cgroup.
@@ -97,6 +188,25 @@ pub fn pidns_init(pid: i32, ns: u64, scan: Option<&Path>, known: Option<i32>) ->
 mod tests {
     use super::*;
 
+    #[test]
+    fn answers_go_to_writable_memory_only() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (/proc/<pid>/mem)");
+            return;
+        }
+        let m = open_memory(std::process::id() as i32).unwrap();
+        let mut buf = [0u8; 200];
+        let at = buf.as_mut_ptr() as u64;
+        m.write(at, b"answer").unwrap();
+        assert_eq!(&buf[..6], b"answer");
+        let ro = c"read-only".as_ptr() as u64;
+        assert_eq!(m.write(ro, b"x").unwrap_err().raw_os_error(), Some(libc::EFAULT), "rodata is not written");
+        assert_eq!(m.write(8, b"x").unwrap_err().raw_os_error(), Some(libc::EFAULT), "unmapped");
+        assert_eq!(m.write(u64::MAX - 2, b"xyz").unwrap_err().raw_os_error(), Some(libc::EFAULT), "wraps around");
+        assert!(m.writable_from_text(at, at + 6) && !m.writable_from_text(ro, ro + 1));
+        assert_eq!(parse_maps_line("7f00-7f10 rw-p 00000000 00:00 0 "), Some((0x7f00, 0x7f10, true)));
+    }
+
     /// The children of `pid` (its threads' `children` files).
     fn children(pid: u32) -> Vec<i32> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
@@ -107,7 +217,6 @@ mod tests {
     fn the_init_of_a_callers_pid_namespace() {
         let me = std::process::id() as i32;
         assert!(cgroup(me).unwrap().contains(':'));
-        assert!(open_mem(me).is_ok());
         assert!(host_sysinfo().unwrap().totalram > 0);
         assert!(boottime() > 0.0);
         if !nix::unistd::geteuid().is_root() {

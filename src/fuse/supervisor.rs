@@ -6,10 +6,10 @@
 //!   answered before the next is read, so memory stays bounded whatever the container does (a
 //!   flood of trapped calls waits in the kernel, each caller blocked in its own call). At most
 //!   [`MAX_FDS`] notify fds; a notify fd whose filter has no task left (POLLHUP) is closed.
-//! - `sysinfo`: the caller's memory is opened (/proc/<pid>/mem) and its cgroup and pid namespace
-//!   read, then the notification is checked to be still valid, then the answer is computed
-//!   (`render::sysinfo`) and written where the caller asked (a bad pointer: EFAULT, as the kernel
-//!   answers). Anything unexpected (another architecture's call, an unreadable caller) is let
+//! - `sysinfo`: the caller's memory is opened (/proc/<pid>/mem and maps) and its cgroup and pid
+//!   namespace read, then the notification is checked to be still valid, then the answer is
+//!   computed (`render::sysinfo`) and written where the caller asked, into writable memory only
+//!   (`caller::Memory`; a bad or read-only pointer: EFAULT, as the kernel answers). Anything unexpected (another architecture's call, an unreadable caller) is let
 //!   through to the kernel (CONTINUE): `sysinfo` is no security decision.
 //! - Values follow the caller: its memory cgroup (from /proc/<pid>/cgroup) is walked up to the
 //!   container's, and the deepest cgroup on the way with a memory limit of its own gives the
@@ -20,7 +20,6 @@
 //!   gone); a new exec into the container then fails to connect.
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixListener;
 use std::time::{Instant, SystemTime};
 
@@ -176,7 +175,7 @@ impl Supervisor {
 
     fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) -> Reply {
         let pid = n.pid as i32;
-        let Ok(mem) = caller::open_mem(pid) else { return Reply::Continue };
+        let Ok(mem) = caller::open_memory(pid) else { return Reply::Continue };
         let cgroup = caller::cgroup(pid);
         let ns = caller::pidns(pid);
         if !notify::id_valid(fd, n.id) {
@@ -190,7 +189,7 @@ impl Supervisor {
         let f = self.figures(&chosen);
         let mem_in = f.memory.as_ref().map(|m| Mem { limit: m.limit, usage: m.usage, swap: m.swap, stat: &m.stat });
         let answer = si::compute(&host, mem_in, f.pids, age);
-        match mem.write_all_at(&si::encode(&answer), n.args[0]) {
+        match mem.write(n.args[0], &si::encode(&answer)) {
             Ok(()) => Reply::Value(0),
             Err(_) => Reply::Error(libc::EFAULT),
         }

@@ -165,6 +165,20 @@ pub fn path_up_to(caller: &str, container: &str) -> Vec<String> {
     out
 }
 
+/// Whether `[start, end)` is covered by `ranges` (sorted, as /proc/<pid>/maps lists them).
+pub fn covered(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let mut at = start;
+    for &(s, e) in ranges {
+        if s <= at && at < e {
+            at = e;
+        }
+        if at >= end {
+            return true;
+        }
+    }
+    false
+}
+
 /// From a /proc/<pid>/status text: the parent pid and the pid in each nested pid namespace
 /// (`NSpid`, outermost first).
 pub fn parse_status(text: &str) -> Option<(i32, Vec<i32>)> {
@@ -274,6 +288,16 @@ mod tests {
         assert_eq!(path_up_to("/", "/docker/a"), ["/docker/a"], "the runtime's own process");
         assert_eq!(path_up_to("/docker/a/../b", "/docker/a"), ["/docker/a"]);
         assert_eq!(path_up_to("/x/y", "/"), ["/x/y", "/x", "/"]);
+    }
+
+    #[test]
+    fn ranges_covered() {
+        let r = [(0x1000, 0x2000), (0x2000, 0x3000), (0x5000, 0x6000)];
+        assert!(covered(&r, 0x1ff0, 0x2010), "across two adjacent mappings");
+        assert!(covered(&r, 0x5000, 0x6000));
+        assert!(!covered(&r, 0x2ff0, 0x3010), "runs into a hole");
+        assert!(!covered(&r, 0x4000, 0x4010));
+        assert!(!covered(&[], 1, 2));
     }
 
     #[test]
