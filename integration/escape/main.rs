@@ -29,6 +29,7 @@ mod docs;
 mod host;
 mod judge;
 mod scenarios;
+mod supervisor;
 mod window;
 
 use scenarios::{dind, init_and_exec};
