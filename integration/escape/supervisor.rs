@@ -170,7 +170,8 @@ fn supervisor_bad_pointers_get_efault() {
 }
 
 /// `fuse-serve` killed: the container's trapped calls fail at once with ENOSYS (the kernel's
-/// answer when the listener is gone), none hangs, and the container is still removed.
+/// answer when the listener is gone), none hangs, `docker exec` still works, and the container
+/// is still removed.
 #[test]
 fn supervisor_killed_trapped_calls_fail_fast() {
     if skip() {
@@ -193,6 +194,10 @@ fn supervisor_killed_trapped_calls_fail_fast() {
     });
     assert!(done, "the container's trapped calls hang without the supervisor (after {:?}): {logs:?}", t.elapsed());
     assert!(logs.contains("sysinfo ENOSYS") && logs.contains("bench sysinfo ENOSYS"), "{logs:?}");
+    // An exec still runs (its filter's fd has nowhere to go: closed, libcontainer patch 14),
+    // and its trapped calls fail the same way.
+    let o = run(d(&["exec", &c.0, "/t/sv", "info"]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "sysinfo ENOSYS", "docker exec after the supervisor died: {}", String::from_utf8_lossy(&o.stderr));
     let t = Instant::now();
     ok(d(&["rm", "-f", &c.0]));
     assert!(t.elapsed() < Duration::from_secs(60), "docker rm -f took {:?}", t.elapsed());

@@ -67,6 +67,9 @@ pub fn trap(mut p: LinuxSeccomp, socket: &Path) -> LinuxSeccomp {
     rules.push(notify);
     p.set_syscalls(Some(rules));
     p.set_listener_path(Some(socket.to_path_buf()));
+    // Marks the listener as nestrun's (libcontainer patch 14): an exec after the supervisor died
+    // runs, its trapped calls failing with ENOSYS, instead of failing to start.
+    p.set_listener_metadata(Some(libcontainer::process::seccomp_listener::NESTRUN_SUPERVISOR_METADATA.to_string()));
     p
 }
 
@@ -118,6 +121,7 @@ mod tests {
         assert_eq!(rules_naming(&out, "sysinfo"), [LinuxSeccompAction::ScmpActNotify], "the only rule naming it");
         assert_eq!(out.syscalls().as_ref().unwrap()[0].names(), &["read", "write"]);
         assert_eq!(out.listener_path().as_deref(), Some(Path::new(SOCK)));
+        assert_eq!(out.listener_metadata().as_deref(), Some("nestrun-supervisor"));
         assert_eq!(trap(out.clone(), Path::new(SOCK)), out, "idempotent");
         // NOTIFY on write would make libcontainer refuse the profile (the init could not send
         // its fd): never.

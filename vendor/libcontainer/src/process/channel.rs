@@ -234,6 +234,9 @@ impl MainReceiver {
                 }?;
                 Ok(fd)
             }
+            // nestrun patch 14: an init that failed before loading its filter reports as it
+            // does to `wait_for_init_ready`.
+            Message::ExecFailed(err) => Err(ChannelError::ExecError(format!("error in executing process : {err}"))),
             msg => Err(ChannelError::unexpected("SeccompNotify", msg)),
         }
     }

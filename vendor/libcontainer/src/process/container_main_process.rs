@@ -250,7 +250,14 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 &state,
                 &mut init_sender,
                 &mut init_main_receiver,
-            )?;
+            )
+            .map_err(|e| match e {
+                // nestrun patch 14: the init's own failure, not the listener's.
+                crate::process::seccomp_listener::SeccompListenerError::ChannelError(
+                    c @ channel::ChannelError::ExecError(_),
+                ) => ProcessError::Channel(c),
+                e => e.into(),
+            })?;
         }
     }
 

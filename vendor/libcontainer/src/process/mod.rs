@@ -12,4 +12,4 @@ pub mod intel_rdt;
 pub mod memory_policy;
 mod message;
 #[cfg(feature = "libseccomp")]
-mod seccomp_listener;
+pub mod seccomp_listener;

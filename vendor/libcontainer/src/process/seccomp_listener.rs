@@ -23,6 +23,12 @@ pub enum SeccompListenerError {
 
 type Result<T> = std::result::Result<T, SeccompListenerError>;
 
+/// nestrun patch 14: `listenerMetadata` of nestrun's own syscall supervisor. With it, a listener
+/// that is gone (nothing listens: ECONNREFUSED, ENOENT) does not fail the process: the notify fd
+/// is closed, so its trapped calls fail with ENOSYS, as the container's other processes' do once
+/// their supervisor died. Any other listener keeps failing the process when it cannot be reached.
+pub const NESTRUN_SUPERVISOR_METADATA: &str = "nestrun-supervisor";
+
 pub fn sync_seccomp(
     seccomp: &runtime::LinuxSeccomp,
     state: &runtime::ContainerProcessState,
@@ -37,10 +43,18 @@ pub fn sync_seccomp(
             .as_ref()
             .ok_or(SeccompListenerError::MissingListenerPath)?;
         let encoded_state = serde_json::to_vec(state).map_err(SeccompListenerError::EncodeState)?;
-        sync_seccomp_send_msg(listener_path, &encoded_state, seccomp_fd).map_err(|err| {
-            tracing::error!("failed to send msg to seccomp listener: {}", err);
-            err
-        })?;
+        match sync_seccomp_send_msg(listener_path, &encoded_state, seccomp_fd) {
+            Err(SeccompListenerError::UnixOther(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT))
+                if seccomp.listener_metadata().as_deref() == Some(NESTRUN_SUPERVISOR_METADATA) =>
+            {
+                tracing::warn!(?listener_path, "the container's syscall supervisor is gone: this process's trapped syscalls fail with ENOSYS");
+            }
+            Err(err) => {
+                tracing::error!("failed to send msg to seccomp listener: {}", err);
+                return Err(err);
+            }
+            Ok(()) => {}
+        }
         init_sender.seccomp_notify_done()?;
         // Once we sent the seccomp notify fd to the seccomp listener, we can
         // safely close the fd. The SCM_RIGHTS msg will duplicate the fd to the
