@@ -65,6 +65,19 @@ fn sysinfo_follows_the_memory_limit_and_agrees_with_proc() {
     assert_eq!(fields(&runc.stdout)["totalram"], host_totalram(), "runc shows the host's memory");
 }
 
+/// glibc's `sysconf(_SC_PHYS_PAGES)` (what `getconf`, Python's `os.sysconf` and many runtimes
+/// size themselves from) is sysinfo's totalram: the container's limit.
+#[test]
+fn glibc_phys_pages_follow_the_memory_limit() {
+    need_engines!("glibc_phys_pages_follow_the_memory_limit");
+    let img = "nestrun-test/systemd:latest"; // a Debian userland (glibc, getconf)
+    let script = "getconf _PHYS_PAGES; getconf PAGESIZE; getconf _AVPHYS_PAGES";
+    let o = docker(&["run", "--rm", "--runtime", "nested", "-m", "256m", "--entrypoint", "/bin/sh", img, "-c", script]).ok();
+    let v: Vec<u64> = o.stdout.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(v[0] * v[1], 256 << 20, "getconf _PHYS_PAGES x PAGESIZE with -m 256m: {}", o.stdout);
+    assert!(v[2] <= v[0], "AVPHYS_PAGES {} above PHYS_PAGES {}", v[2], v[0]);
+}
+
 /// `docker exec`'d processes get their own filter (libcontainer loads it again for each), whose
 /// notify fd reaches the same supervisor; fds of finished execs are not kept.
 #[test]

@@ -103,9 +103,27 @@ fn parse_maps_line(l: &str) -> Option<(u64, u64, bool)> {
     Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?, perms.as_bytes().get(1) == Some(&b'w')))
 }
 
-/// /proc/<pid>/cgroup.
+/// /proc/<pid>/cgroup (open, one read or a few, close: no stat, no growing buffer).
 pub fn cgroup(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+    let f = std::fs::File::open(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if len >= 1 << 20 {
+                return None;
+            }
+            buf.resize(len * 2, 0);
+        }
+        match std::os::unix::fs::FileExt::read_at(&f, &mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 /// The inode of `pid`'s pid namespace (`pid:[N]`).

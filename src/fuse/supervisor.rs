@@ -33,6 +33,8 @@ use super::{caller, render};
 pub const MAX_FDS: usize = 1024;
 /// Entries per cache before it is emptied.
 const MAX_CACHE: usize = 512;
+/// Cgroups whose figures are kept (each with a few open files).
+const MAX_FIGURES: usize = 64;
 /// How long the choice of a caller cgroup's figures (which cgroup has a limit) is kept.
 const CHOICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a caller's pid namespace without a known init is not looked at again.
@@ -69,8 +71,10 @@ pub struct Supervisor {
     /// Caller memory cgroup -> (when chosen, the cgroup whose figures it gets).
     choice: HashMap<String, (Instant, String)>,
     figures: HashMap<String, Figures>,
-    /// Pid namespace -> its init and start ticks (None: not found, at that time).
+    /// Pid namespace -> when last checked, its init and start ticks (None: not found then).
     inits: HashMap<u64, (Instant, Option<(i32, u64)>)>,
+    /// Caller pid -> (when read, its memory cgroup, its pid namespace).
+    callers: HashMap<i32, (Instant, String, Option<u64>)>,
 }
 
 /// Start the supervisor thread on the socket `listener` (the runtime bound it before the
@@ -90,7 +94,7 @@ pub fn spawn(listener: UnixListener, ctx: Context) {
 
 impl Supervisor {
     pub fn new(ctx: Context) -> Self {
-        Supervisor { ctx, container_init: None, choice: HashMap::new(), figures: HashMap::new(), inits: HashMap::new() }
+        Supervisor { ctx, container_init: None, choice: HashMap::new(), figures: HashMap::new(), inits: HashMap::new(), callers: HashMap::new() }
     }
 
     /// Serve until poll(2) fails.
@@ -156,7 +160,8 @@ impl Supervisor {
                     if r.status.as_deref() == Some("creating") && self.container_init.is_none() {
                         self.container_init = r.pid;
                     }
-                    tracing::debug!(pid = ?r.pid, status = ?r.status, "seccomp notify fd received");
+                    let sync = notify::sync_wake_up(r.fd.as_fd());
+                    tracing::debug!(pid = ?r.pid, status = ?r.status, sync, "seccomp notify fd received");
                     fds.push(r.fd);
                 }
                 Ok(r) => tracing::warn!(pid = ?r.pid, "{MAX_FDS} seccomp notify fds held: this one is closed, its trapped calls fail with ENOSYS"),
@@ -176,16 +181,19 @@ impl Supervisor {
     fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) -> Reply {
         let pid = n.pid as i32;
         let Ok(mem) = caller::open_memory(pid) else { return Reply::Continue };
-        let cgroup = caller::cgroup(pid);
-        let ns = caller::pidns(pid);
+        let (caller_cg, ns) = self.whereabouts(pid);
         if !notify::id_valid(fd, n.id) {
             return Reply::Gone;
         }
         let Some(host) = caller::host_sysinfo() else { return Reply::Continue };
         let host = Host::from_libc(&host);
-        let caller_cg = cgroup.as_deref().and_then(|t| si::proc_cgroup_path(t, "memory")).unwrap_or(&self.ctx.cgroup_path).to_string();
-        let chosen = self.choose(&caller_cg);
+        let mut chosen = self.choose(&caller_cg);
         let age = self.age(pid, ns, &caller_cg);
+        if self.figures(&chosen).memory.is_none() {
+            // Gone since it was chosen (an inner container just removed): the container's own
+            // figures, never the host's for a container that has a memory controller.
+            chosen = self.ctx.cgroup_path.clone();
+        }
         let f = self.figures(&chosen);
         let mem_in = f.memory.as_ref().map(|m| Mem { limit: m.limit, usage: m.usage, swap: m.swap, stat: &m.stat });
         let answer = si::compute(&host, mem_in, f.pids, age);
@@ -193,6 +201,28 @@ impl Supervisor {
             Ok(()) => Reply::Value(0),
             Err(_) => Reply::Error(libc::EFAULT),
         }
+    }
+
+    /// A caller's memory cgroup and pid namespace, read at most once per render tick per pid
+    /// (a pid reused within the tick would get another caller's figures, all of them this
+    /// container's: nothing to guard against).
+    fn whereabouts(&mut self, pid: i32) -> (String, Option<u64>) {
+        if let Some((at, cg, ns)) = self.callers.get(&pid) {
+            if at.elapsed() < super::server::RENDER_TTL {
+                return (cg.clone(), *ns);
+            }
+        }
+        let text = caller::cgroup(pid);
+        let cg = text.as_deref().and_then(|t| si::proc_cgroup_path(t, "memory")).unwrap_or(&self.ctx.cgroup_path).to_string();
+        let ns = caller::pidns(pid);
+        if self.callers.len() >= MAX_CACHE {
+            self.callers.retain(|_, (at, _, _)| at.elapsed() < super::server::RENDER_TTL);
+            if self.callers.len() >= MAX_CACHE {
+                self.callers.clear();
+            }
+        }
+        self.callers.insert(pid, (Instant::now(), cg.clone(), ns));
+        (cg, ns)
     }
 
     /// The cgroup whose figures a caller in memory cgroup `caller_cg` gets: the deepest on its
@@ -220,13 +250,16 @@ impl Supervisor {
 
     /// The memory and task count of `path`, read at most once per render tick.
     fn figures(&mut self, path: &str) -> &Figures {
-        if self.figures.len() >= MAX_CACHE && !self.figures.contains_key(path) {
-            self.figures.clear();
+        if self.figures.len() >= MAX_FIGURES && !self.figures.contains_key(path) {
+            // Each keeps its cgroup files open: the ones not read lately go first.
+            self.figures.retain(|_, f| f.at.is_some_and(|at| at.elapsed() < CHOICE_TTL));
+            if self.figures.len() >= MAX_FIGURES {
+                self.figures.clear();
+            }
         }
         let mounts = &self.ctx.mounts;
         let f = self.figures.entry(path.to_string()).or_insert_with(|| Figures { cgroup: Cgroup::with_mounts(path, mounts.clone()), at: None, memory: None, pids: None });
         if f.at.is_none_or(|at| at.elapsed() >= super::server::RENDER_TTL) {
-            // A cgroup gone since it was chosen: the host's figures for this one answer.
             f.memory = f.cgroup.memory().ok().flatten();
             f.pids = f.cgroup.pids_current().ok().flatten();
             f.at = Some(Instant::now());
@@ -239,9 +272,15 @@ impl Supervisor {
     fn age(&mut self, pid: i32, ns: Option<u64>, caller_cg: &str) -> f64 {
         let fallback = || SystemTime::now().duration_since(self.ctx.start_time).map_or(0.0, |d| d.as_secs_f64());
         let Some(ns) = ns else { return fallback() };
-        let cached = match self.inits.get(&ns) {
-            // Still that namespace's (a pid namespace's init dies with it).
-            Some((_, Some((init, start)))) if caller::pidns(*init) == Some(ns) => Some(Some((*init, *start))),
+        let cached = match self.inits.get_mut(&ns) {
+            // Still that namespace's (a pid namespace's init dies with it): checked once a
+            // second (a namespace inode reused within it would only show another uptime).
+            Some((at, Some((init, start)))) if at.elapsed() < CHOICE_TTL || caller::pidns(*init) == Some(ns) => {
+                if at.elapsed() >= CHOICE_TTL {
+                    *at = Instant::now();
+                }
+                Some(Some((*init, *start)))
+            }
             Some((at, None)) if at.elapsed() < NO_INIT_TTL => Some(None),
             _ => None,
         };
