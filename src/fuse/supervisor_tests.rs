@@ -141,7 +141,7 @@ fn answers_sysinfo_from_the_cgroup_and_lets_other_calls_through() {
     let info = seen.info;
     assert_eq!(info.mem_unit, 1);
     let limit = Cgroup::with_mounts(&cg, mounts).memory().unwrap().and_then(|m| m.limit);
-    let host_total = host.totalram as u64 * host.mem_unit as u64;
+    let host_total = host.totalram * u64::from(host.mem_unit);
     let want = limit.map_or(host_total, |l| (l / 1024).min(host_total / 1024) * 1024);
     assert_eq!(info.totalram as u64, want, "the cgroup's limit (or the host's memory)");
     assert!(info.freeram as u64 <= want && info.procs >= 1);

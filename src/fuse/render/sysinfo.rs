@@ -266,7 +266,7 @@ mod tests {
         // SAFETY: a valid pointer to a sysinfo struct owned by this frame.
         assert_eq!(unsafe { libc::sysinfo(&mut own) }, 0);
         let h = Host::from_libc(&own);
-        assert!(h.totalram > 0 && h.totalram % 1024 == 0);
+        assert!(h.totalram > 0 && h.totalram.is_multiple_of(1024));
     }
 
     #[test]
