@@ -64,7 +64,8 @@ fn proc_cpus_quota_one_cpu() {
 }
 
 /// procps `free` and glibc's sysconf (what JVMs and `getconf` use) read the emulated files.
-/// (coreutils `nproc` and busybox `free` use sched_getaffinity()/sysinfo(): see README gaps.)
+/// (coreutils `nproc` uses sched_getaffinity(): the cpuset; busybox `free` uses sysinfo(), which
+/// the syscall supervisor answers: integration/supervisor.rs.)
 #[test]
 fn procps_free_and_glibc_sysconf_see_the_limits() {
     need_engines!("procps_free_and_glibc_sysconf_see_the_limits");
