@@ -116,3 +116,36 @@ fn host_path_and_empty_dir_volumes_nested() {
     need_cri!("host_path_and_empty_dir_volumes_nested");
     volumes("cri-vol-nested", "nested");
 }
+
+/// critest's `non-recursive readonly mounts`: a hostPath with a tmpfs mounted inside, bound
+/// read-only (the submount stays writable); while the container runs, the host unmounts the
+/// tmpfs and removes the hostPath, as critest's cleanup does (kubelet's volume teardown too).
+/// Under runc the kernel detaches the container's copies; nestrun's host-side copy of the
+/// bind source must not pin the submount's directory in the host's namespace (EBUSY).
+fn submount_removed_while_running(test: &str, handler: &str) {
+    let host = tempdir("cri-hostpath-sub");
+    let sub = Tmpfs::mount(host.path.join("tmpfs"));
+    let mut pod = Pod::run(test, handler, "CONTAINER");
+    let mut cfg = pod.container_config("c", &["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([{"container_path": "/mnt", "host_path": host.path, "readonly": true}]);
+    let c = pod.start_config(cfg);
+    pod.sh(&c, "touch /mnt/tmpfs/file");
+    let (code, _, err) = pod.exec(&c, "touch /mnt/x");
+    assert!(code != 0 && err.contains("Read-only file system"), "write to the readOnly hostPath: {err}");
+    nix::mount::umount2(&sub.0, nix::mount::MntFlags::MNT_DETACH).unwrap_or_else(|e| panic!("umount {}: {e}", sub.0.display()));
+    std::fs::remove_dir_all(&host.path).unwrap_or_else(|e| panic!("the host cannot remove {} while a {handler} container has it bound: {e}", host.path.display()));
+    assert_eq!(pod.sh(&c, "echo alive"), "alive");
+    remove_and_check(&mut pod);
+}
+
+#[test]
+fn host_path_submount_removed_while_running_runc_handler() {
+    need_cri!("host_path_submount_removed_while_running_runc_handler");
+    submount_removed_while_running("cri-sub-runc", "runc");
+}
+
+#[test]
+fn host_path_submount_removed_while_running_nested() {
+    need_cri!("host_path_submount_removed_while_running_nested");
+    submount_removed_while_running("cri-sub-nested", "nested");
+}
