@@ -1,7 +1,8 @@
 //! What a kubelet asks of a runtime beyond running pods (issue #17), through the CRI of the
 //! private containerd (scripts/cri-containerd.sh), under the `runc` and `nested` handlers:
 //! `readOnlyRootFilesystem`, `runAsUser`/`runAsGroup`/supplemental groups, a container
-//! restarted in a running pod (attempt 1), `ReopenContainerLog`, `privileged: true`.
+//! restarted in a running pod (attempt 1), `ReopenContainerLog`, `privileged: true`,
+//! capabilities added and dropped.
 //! Volumes: integration/cri_volumes.rs; kubelet's cgroup parent and the stats its eviction
 //! reads: integration/cri_cgroups.rs; streaming Exec/Attach: integration/cri_stream.rs.
 //! Each test ends with integration/cri.rs's check that nothing of the pod is left.
@@ -261,4 +262,67 @@ fn privileged_pod_runc_handler() {
 fn privileged_pod_nested() {
     need_cri!("privileged_pod_nested");
     privileged("cri-priv-nested", "nested");
+}
+
+/// A capability set line of /proc/<pid>/status ("CapBnd", "CapEff") as a mask.
+fn cap_mask(status: &str, name: &str) -> u64 {
+    let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {status}"));
+    u64::from_str_radix(line[name.len() + 1..].trim(), 16).unwrap()
+}
+
+const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+const CAP_NET_RAW: u64 = 1 << 13;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+/// `capabilities.drop` is honoured (Kubernetes' restricted profile drops ALL): for the
+/// container's init (seen from the host) and for ExecSync. A container that drops nothing gets
+/// every capability in its user namespace under nested (the system container: it can make a
+/// bridge in the pod's network namespace), the engine's default set under runc.
+fn capabilities(test: &str, handler: &str) {
+    let mut pod = Pod::run(test, handler, "CONTAINER");
+    let with = |pod: &mut Pod, name: &str, add: &[&str], drop: &[&str]| {
+        let mut cfg = pod.container_config(name, SLEEPER);
+        sc(&mut cfg)["capabilities"] = json!({"add_capabilities": add, "drop_capabilities": drop});
+        pod.start_config(cfg)
+    };
+    let masks = |pod: &Pod, c: &str| {
+        let init = std::fs::read_to_string(format!("/proc/{}/status", container_pid(c))).unwrap();
+        let exec = pod.sh(c, "grep ^Cap /proc/self/status");
+        for s in [&init, &exec] {
+            assert_eq!(cap_mask(s, "CapEff:"), cap_mask(s, "CapBnd:"), "root's effective set is its bounding set: {s}");
+        }
+        assert_eq!(cap_mask(&init, "CapBnd:"), cap_mask(&exec, "CapBnd:"), "ExecSync gets the init's bounding set");
+        cap_mask(&exec, "CapBnd:")
+    };
+    let default = with(&mut pod, "default", &[], &[]);
+    let no_raw = with(&mut pod, "noraw", &[], &["NET_RAW"]);
+    let none = with(&mut pod, "none", &[], &["ALL"]);
+    let bind_only = with(&mut pod, "bindonly", &["NET_BIND_SERVICE"], &["ALL"]);
+    let m = masks(&pod, &default);
+    assert_eq!(m & CAP_SYS_ADMIN != 0, handler == "nested", "CAP_SYS_ADMIN of a default container: {m:x}");
+    let (code, out, err) = pod.exec(&default, "ip link add nrcapbr0 type bridge && ip link del nrcapbr0");
+    assert_eq!(code == 0, handler == "nested", "a default container making a bridge: {out} {err}");
+    let m = masks(&pod, &no_raw);
+    assert!(m & CAP_NET_RAW == 0 && m & CAP_SYS_ADMIN == 0, "dropping NET_RAW: {m:x}");
+    let (code, out, err) = pod.exec(&no_raw, "ping -c 1 -W 1 127.0.0.1");
+    assert!(code != 0 && err.contains("permission denied"), "ping without CAP_NET_RAW: exit {code} {out} {err}");
+    assert_eq!(masks(&pod, &none), 0, "drop ALL");
+    assert_eq!(masks(&pod, &bind_only), CAP_NET_BIND_SERVICE, "drop ALL, add NET_BIND_SERVICE");
+    if handler == "nested" {
+        assert_nested_traces(&pod);
+        pod_range(&pod);
+    }
+    remove_and_check(&mut pod);
+}
+
+#[test]
+fn capabilities_added_and_dropped_runc_handler() {
+    need_cri!("capabilities_added_and_dropped_runc_handler");
+    capabilities("cri-caps-runc", "runc");
+}
+
+#[test]
+fn capabilities_added_and_dropped_nested() {
+    need_cri!("capabilities_added_and_dropped_nested");
+    capabilities("cri-caps-nested", "nested");
 }

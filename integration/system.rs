@@ -62,6 +62,28 @@ fn exec_root_has_the_inits_capabilities() {
     assert!(init.contains(&host_bnd), "the init's bounding set is the runtime's: {init:?} vs host {host_bnd}");
 }
 
+/// `--cap-drop` is honoured (docker's default set is widened only when nothing was dropped):
+/// `--cap-drop NET_RAW` keeps docker's other 13, `--cap-drop ALL` none, for the init and exec.
+#[test]
+fn cap_drop_is_honoured() {
+    need_engines!("cap_drop_is_honoured");
+    let bnd = |c: &Ctr, file: &str| {
+        let s = c.exec(&["cat", file]).ok().stdout;
+        let l = s.lines().find(|l| l.starts_with("CapBnd:")).unwrap_or_else(|| panic!("{s}")).to_string();
+        u64::from_str_radix(l["CapBnd:".len()..].trim(), 16).unwrap()
+    };
+    let raw = Ctr::start("capdrop-raw", &["--cap-drop", "NET_RAW", BUSYBOX, "sleep", "100000"]);
+    let m = bnd(&raw, "/proc/1/status");
+    assert_eq!(m.count_ones(), 13, "docker's default set minus NET_RAW: {m:x}");
+    assert!(m & (1 << 13) == 0 && m & (1 << 21) == 0, "NET_RAW or SYS_ADMIN kept: {m:x}");
+    assert_eq!(bnd(&raw, "/proc/self/status"), m, "exec gets the init's set");
+    let o = raw.exec(&["ping", "-c", "1", "-W", "1", "127.0.0.1"]);
+    assert!(o.code != 0 && o.stderr.contains("permission denied"), "ping without NET_RAW: {o:?}");
+    let none = Ctr::start("capdrop-all", &["--cap-drop", "ALL", BUSYBOX, "sleep", "100000"]);
+    assert_eq!((bnd(&none, "/proc/1/status"), bnd(&none, "/proc/self/status")), (0, 0), "--cap-drop ALL");
+    range_of(&none);
+}
+
 #[test]
 fn two_containers_get_disjoint_ranges() {
     need_engines!("two_containers_get_disjoint_ranges");

@@ -21,6 +21,12 @@
 #                  The image comes from the test dockerd (docker save nestrun-test/busybox).
 #   containerd-*   ctr on the private containerd (namespace nestrun), --runc-binary capture-runtime
 #   podman-*       podman with its own --root/--runroot, --runtime capture-runtime
+#   cri-*, cri2-*  a pod sandbox and one container in it, through the CRI (scripts/cri.py, as
+#                  kubelet sends them) of a private CRI containerd of scripts/cri-containerd.sh
+#                  (1.6, the host's; cri2: sid's 2.1, scripts/sid-engines.sh fetch) whose handler
+#                  `nested` is capture-runtime; own root, state, CNI network and bridge under
+#                  $CAP_DIR/$CAP_RUNDIR, stopped afterwards (both scenarios of one engine come
+#                  from one pod)
 # The capture dockerd is stopped at the end (also on error); `--keep` leaves it running.
 #
 # Environment: CAP_DIR (/var/lib/nestrun-capture), CAP_RUNDIR (/run/nestrun-capture),
@@ -50,7 +56,7 @@ KEEP=0
 ALL_SCENARIOS=(
   dockerd-default dockerd-limits dockerd-volume dockerd-varlibdocker dockerd-readonly
   dockerd-user dockerd-privileged dockerd-userns-host dockerd-hostnet
-  containerd-ctr podman-default
+  containerd-ctr podman-default cri-sandbox cri-container cri2-sandbox cri2-container
 )
 
 cdk() { "$DOCKER_CLI" -H "$CAP_SOCK" "$@"; }
@@ -134,6 +140,8 @@ save_capture() {
 #    is cloned to m/<mount index>, as gather does (existence on the host is assumed)
 #  - data_dirs under /var/lib/nestrun/data/<id>-0000abcd, except where the spec already mounts
 #  - cgroup_path: the spec's cgroupsPath (or /nestrun/<id>); lib_modules /lib/modules/$(uname -r)
+#  - CRI pods: pod_net_from (a sandbox's network namespace path), pod_userns (an app container:
+#    /proc/<pid>/ns/user of the sandbox whose namespaces it joins)
 gen_facts() {
   local dir=$1
   python3 - "$dir" "$(uname -r)" <<'PY'
@@ -184,6 +192,20 @@ facts = {
     "fuse_device": False,
     "tun_device": False,
 }
+# pods: a sandbox's network namespace made by the engine in the host's user namespace moves
+# (pod_net_from); an app container joins the user namespace of the sandbox whose namespaces
+# its spec names by /proc path (pod_userns), in the pod's range (the same first lease here)
+ann = spec.get("annotations") or {}
+nss = spec.get("linux", {}).get("namespaces") or []
+ctype = ann.get("io.kubernetes.cri.container-type")
+if ctype == "sandbox":
+    net = next((n["path"] for n in nss if n.get("type") == "network" and n.get("path")), None)
+    if net:
+        facts["pod_net_from"] = net
+elif ctype == "container":
+    peer = next((n["path"] for n in nss if (n.get("path") or "").startswith("/proc/")), None)
+    if peer:
+        facts["pod_userns"] = re.sub(r"/ns/[a-z_]+$", "/ns/user", peer)
 with open(os.path.join(d, "facts.json"), "w") as f:
     json.dump(facts, f, indent=2)
     f.write("\n")
@@ -202,9 +224,46 @@ docker_capture() {
   save_capture "$name" "$id"
 }
 
+# cri_capture PREFIX CONTAINERD-DIR SUBNET: fixtures PREFIX-sandbox and PREFIX-container
+cri_capture() {
+  local tag=$1 dir=$2 subnet=$3 out
+  local env=(NESTRUN_BIN="$CAPTURE_RUNTIME" NESTRUN_TEST_DIR="$CAP_DIR/$tag" NESTRUN_TEST_RUNDIR="$CAP_RUNDIR/$tag"
+    NESTRUN_CRI_NET="nestrun-cap$tag" NESTRUN_CRI_BRIDGE="nrcap${tag}0" NESTRUN_CRI_SUBNET="$subnet"
+    NESTRUN_CRI_CGROUP_PARENT="nestrun-capture-$tag")
+  [[ -z "$dir" ]] || env+=(NESTRUN_CRI_CONTAINERD="$dir")
+  CRI_STOP+=("${env[*]}")
+  env "${env[@]}" "$NESTRUN_REPO/scripts/cri-containerd.sh" start
+  env "${env[@]}" DOCKER_HOST="$NESTRUN_DOCKER_HOST" "$NESTRUN_REPO/scripts/cri-containerd.sh" import "$IMAGE"
+  eval "$(env "${env[@]}" "$NESTRUN_REPO/scripts/cri-containerd.sh" env)"
+  local cri=("$NESTRUN_CRI_PYTHON" "$NESTRUN_REPO/scripts/cri.py" --address "$NESTRUN_CRI_ADDRESS")
+  local pod='{"metadata": {"name": "capture", "uid": "capture-uid", "namespace": "default", "attempt": 0},
+    "hostname": "capture", "log_directory": "'"$CAP_DIR/$tag"'-logs",
+    "linux": {"cgroup_parent": "/nestrun-capture-'"$tag"'/podcapture-uid",
+      "security_context": {"namespace_options": {"network": "POD", "pid": "CONTAINER", "ipc": "POD"}}}}'
+  mkdir -p "$CAP_DIR/$tag-logs"
+  out=$("${cri[@]}" RunPodSandbox '{"config": '"$pod"', "runtime_handler": "nested"}')
+  local sid cid
+  sid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pod_sandbox_id"])' <<<"$out")
+  save_capture "$tag-sandbox" "$sid"
+  out=$("${cri[@]}" CreateContainer '{"pod_sandbox_id": "'"$sid"'", "sandbox_config": '"$pod"', "config": {
+    "metadata": {"name": "app", "attempt": 0}, "image": {"image": "docker.io/'"$IMAGE"'"},
+    "command": ["sleep", "1000"], "log_path": "app/0.log", "labels": {"io.kubernetes.container.name": "app"},
+    "linux": {"resources": {"cpu_shares": 2, "memory_limit_in_bytes": 268435456, "oom_score_adj": 1000},
+      "security_context": {"namespace_options": {"network": "POD", "pid": "CONTAINER", "ipc": "POD"}}}}}')
+  cid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["container_id"])' <<<"$out")
+  "${cri[@]}" StartContainer '{"container_id": "'"$cid"'"}' >/dev/null || log "$tag-container: start failed"
+  save_capture "$tag-container" "$cid"
+}
+
 capture() {
   local name=$1 id
   case "$name" in
+    cri-sandbox) cri_capture cri "" 10.88.81.0/24 ;;
+    cri2-sandbox)
+      "$NESTRUN_REPO/scripts/sid-engines.sh" fetch
+      cri_capture cri2 "$(dirname "$NESTRUN_IMAGE_CACHE")/sid/root/usr/bin" 10.88.82.0/24
+      ;;
+    cri-container | cri2-container) [[ -s "$FIXTURES/$name/input.json" ]] || die "$name comes with ${name%-*}-sandbox: capture that" ;;
     dockerd-default) docker_capture "$name" ;;
     dockerd-limits) docker_capture "$name" -m 256m --cpus 1 --pids-limit 100 ;;
     dockerd-volume)
@@ -246,7 +305,13 @@ capture() {
   esac
 }
 
+CRI_STOP=()
 cleanup() {
+  local e
+  for e in "${CRI_STOP[@]}"; do
+    # shellcheck disable=SC2086 # one "K=V K=V" word per instance
+    env $e "$NESTRUN_REPO/scripts/cri-containerd.sh" stop >/dev/null 2>&1 || true
+  done
   if ! ((KEEP)); then
     stop_dockerd
     local ns

@@ -4,6 +4,7 @@
 Usage: cri.py [--address SOCK] [--timeout SECS] METHOD [REQUEST_JSON]
        cri.py [--address SOCK] wait SECS   until Status says RuntimeReady and NetworkReady
        cri.py [--address SOCK] cleanup     stop and remove every pod sandbox (and its containers)
+       cri.py portforward URL PORT REQUEST_TEXT [SECS]  a PortForward URL, as kubectl port-forward
        cri.py stream URL [STDIN_TEXT [SECS]]  a streaming URL (Exec/Attach answer) as kubectl
                                   drives it over websocket: {"protocol", "stdout", "stderr",
                                   "status", "exit_code"}
@@ -28,6 +29,11 @@ channel: 0 stdin, 1 stdout, 2 stderr, 3 error, whose JSON Status carries the exi
 STDIN_TEXT (if not empty) is sent on stdin; v4 cannot close stdin, so the command must not wait
 for its end. The stream is read until the server closes it, or for SECS (default 30: an Attach
 ends only when the container does). Needs PyPI websocket-client (in the same venv).
+
+portforward URL PORT REQUEST_TEXT [SECS]: the URL of a PortForward answer, opened as kubectl
+port-forward opens it (websocket, `v4.channel.k8s.io`, `?port=PORT`); REQUEST_TEXT (with
+backslash escapes such as \\r\\n) goes to the pod's port, and {"protocol", "ports", "data",
+"error"} says what came back.
 """
 import json
 import os
@@ -158,6 +164,48 @@ def stream(url, stdin_text, secs):
     return out
 
 
+def portforward(url, port, request, secs):
+    """kubectl port-forward over the stream server's websocket: `port` as a query parameter,
+    channel 0 data and 1 errors for it (each first carries the port, 2 bytes little endian);
+    `request` is sent on the data channel, and what comes back is read until the server closes
+    the stream, for `secs` at most, or 1 s after the last data once some arrived."""
+    import websocket  # PyPI websocket-client
+
+    proto = "v4.channel.k8s.io"
+    sep = "&" if "?" in url else "?"
+    ws = websocket.create_connection(url.replace("http", "ws", 1) + f"{sep}port={port}", subprotocols=[proto], timeout=secs)
+    out = {"protocol": ws.subprotocol, "data": "", "error": "", "ports": []}
+    end = time.monotonic() + secs
+    seen = {0: False, 1: False}
+    sent = False
+    try:
+        while time.monotonic() < end:
+            quiet = 1.0 if out["data"] else end - time.monotonic()
+            ws.settimeout(max(0.1, min(quiet, end - time.monotonic())))
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                if out["data"]:
+                    break
+                continue
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            if not data or data[0] not in seen:
+                continue
+            if not seen[data[0]]:
+                seen[data[0]] = True
+                out["ports"].append(int.from_bytes(data[1:3], "little"))
+            else:
+                out["data" if data[0] == 0 else "error"] += data[1:].decode("utf-8", "replace")
+            if all(seen.values()) and not sent:
+                ws.send_binary(b"\x00" + request.encode())
+                sent = True
+    except (websocket.WebSocketConnectionClosedException, OSError):
+        pass  # the server ends the stream when the pod's port refuses
+    ws.close()
+    return out
+
+
 def main(argv):
     address = os.environ.get("NESTRUN_CRI_ADDRESS") or DEFAULT_ADDRESS
     timeout = 180.0
@@ -180,6 +228,13 @@ def main(argv):
         if not 1 <= len(rest) <= 3:
             usage("stream URL [STDIN_TEXT [SECS]]")
         out = stream(rest[0], rest[1] if len(rest) > 1 else "", float(rest[2]) if len(rest) > 2 else 30.0)
+        json.dump(out, sys.stdout, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    if method == "portforward":
+        if not 3 <= len(rest) <= 4:
+            usage("portforward URL PORT REQUEST_TEXT [SECS]")
+        out = portforward(rest[0], int(rest[1]), rest[2].encode().decode("unicode_escape"), float(rest[3]) if len(rest) > 3 else 20.0)
         json.dump(out, sys.stdout, sort_keys=True)
         sys.stdout.write("\n")
         return 0

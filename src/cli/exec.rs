@@ -27,14 +27,15 @@ pub fn run(a: liboci_cli::Exec, ctx: &Ctx) -> Result<i32> {
     // docker's exec process carries docker's default set, so exec'd root lacked e.g.
     // CAP_NET_ADMIN for its own netns's sysctls) and rlimits clamped as at create (podman's
     // exec process asks for RLIMIT_NOFILE 1048576; raising it fails with EPERM). Without a
-    // process file libcontainer takes the capabilities from the rewritten spec already.
+    // process file libcontainer takes the capabilities from the rewritten spec already; with one,
+    // the bounding set is the init's (honouring a drop the engine's config made).
     let rec = lifecycle::record(&ctx.root, &id);
     let mut process_file = a.process.clone();
     let mut clamped = None;
     if let (Some(p), Some(rec)) = (&a.process, &rec) {
         let mut proc_: libcontainer::oci_spec::runtime::Process = serde_json::from_slice(&std::fs::read(p)?)?;
         if rec.mode == crate::facts::Mode::System {
-            crate::rewrite::security::process_privileges(&mut proc_, &lifecycle::runtime_caps(), &lifecycle::rlimit_hard());
+            crate::rewrite::security::process_privileges(&mut proc_, &lifecycle::init_caps(&c), &lifecycle::rlimit_hard());
             let f = crate::sidecar::dir(&ctx.root, &id).join(format!("exec-{}.json", std::process::id()));
             std::fs::write(&f, serde_json::to_vec(&proc_)?)?;
             process_file = Some(f.clone());

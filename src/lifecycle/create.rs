@@ -152,6 +152,11 @@ fn create_in(
             let _t = crate::logging::step("adopt pod interfaces");
             let plan = crate::host::podnet::adopt(from, pid.as_raw())?;
             tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
+            // Best effort: without it only what the engine does in its own path later (CNI
+            // DEL/CHECK, port-forward) sees the empty namespace, as before.
+            if let Err(e) = crate::host::netnspath::repoint(from, pid.as_raw()) {
+                tracing::warn!("the engine's path to the pod's network namespace still names its own (port-forward will not reach the pod): {e}");
+            }
         }
         super::fault_point("created");
         if let Some(server) = server {

@@ -97,6 +97,17 @@ pub fn record(root: &Path, id: &str) -> Option<crate::sidecar::Record> {
     crate::sidecar::Record::load(&crate::sidecar::dir(root, id))
 }
 
+/// The bounding set the container's init got (its rewritten config.json in the bundle
+/// libcontainer knows), for `exec`'d processes; the runtime's own set when it cannot be read.
+pub fn init_caps(c: &Container) -> Vec<String> {
+    let spec = libcontainer::oci_spec::runtime::Spec::load(c.bundle().join("config.json")).ok();
+    let caps = spec.as_ref().and_then(|s| s.process().as_ref()?.capabilities().as_ref()?.bounding().clone());
+    match caps {
+        Some(b) => b.iter().filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(String::from)).collect(),
+        None => runtime_caps(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

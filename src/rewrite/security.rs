@@ -4,6 +4,9 @@
 //!   namespace, files mapped into its range); the kernel checks the host's own resources
 //!   against the initial namespace, where the container has none. "All" means the runtime's
 //!   bounding set: asking for one the runtime lacks (CAP_SYS_RESOURCE on some hosts) fails.
+//!   Only an engine's default set is widened so: a set from which the user dropped something
+//!   (`--cap-drop`, a pod's `capabilities.drop`, Kubernetes' restricted profile's `drop: [ALL]`)
+//!   is kept as the engine wrote it (see `system_caps`).
 //! - Seccomp: the syscalls a nested runtime needs (mount, pivot_root, unshare, setns, keyrings,
 //!   the new mount API, ...) are allowed: each is checked by the kernel against the caller's
 //!   user namespace. Syscalls that act on the host whatever namespace the caller is in (module
@@ -143,12 +146,66 @@ pub fn clamp_rlimits(process: &mut libcontainer::oci_spec::runtime::Process, har
     }
 }
 
-/// The process's capabilities and rlimits in a system container: bounding set = the runtime's,
-/// all of them effective for uid 0, rlimits clamped. Used for the init (`rewrite`) and for every
-/// `exec`'d process, so `docker exec` root has the same privileges as the container's init.
-pub fn process_privileges(process: &mut libcontainer::oci_spec::runtime::Process, runtime_caps: &[String], rlimit_hard: &[(String, u64)]) {
+/// Default capability sets as engines write them when the user asked for nothing: docker,
+/// containerd (`ctr`, CRI) and runc's own default spec share the first; `runc spec` writes the
+/// second; podman (annotation `io.container.manager: libpod`) and CRI-O (their configurable
+/// defaults as shipped) write the others.
+const DOCKER_DEFAULT: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+const RUNC_SPEC_DEFAULT: &[&str] = &["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+const PODMAN_DEFAULT: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",
+    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+];
+const CRIO_DEFAULT: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_KILL",
+];
+
+/// The engine's default sets for this spec: the first is the one a user's drop is measured
+/// against, the others are accepted as untouched when the spec holds exactly one of them.
+fn engine_defaults(spec: &Spec) -> &'static [&'static [&'static str]] {
+    let ann = |k: &str| spec.annotations().as_ref().and_then(|a| a.get(k)).map(String::as_str);
+    if ann("io.container.manager") == Some("libpod") {
+        &[PODMAN_DEFAULT]
+    } else if ann("io.kubernetes.cri-o.ContainerType").is_some() {
+        &[CRIO_DEFAULT]
+    } else {
+        &[DOCKER_DEFAULT, RUNC_SPEC_DEFAULT]
+    }
+}
+
+/// The bounding set of a system container. The engine's default set (or any superset of it:
+/// `--cap-add`, `--privileged`) becomes every capability the runtime holds — the system
+/// container. A set lacking one of the engine's defaults means the user dropped it on
+/// purpose: that set is honoured as written (only what the runtime holds), not widened, so
+/// `drop: [ALL]` gives an empty set and `--cap-drop NET_RAW` a container without raw sockets.
+/// Such a container is an ordinary one in a user namespace (an inner dockerd needs
+/// CAP_SYS_ADMIN and CAP_NET_ADMIN: add them back, or do not drop). A missing bounding set is
+/// an empty one, as for runc: engines written in Go omit empty lists, so `drop: [ALL]` arrives
+/// as `"capabilities": {}`.
+pub fn system_caps(spec: &Spec, runtime_caps: &[String]) -> Vec<String> {
+    let bounding = spec.process().as_ref().and_then(|p| p.capabilities().as_ref()).and_then(|c| c.bounding().clone()).unwrap_or_default();
+    let have: std::collections::BTreeSet<String> = bounding.iter().filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(String::from)).collect();
+    let defaults = engine_defaults(spec);
+    let exactly = |d: &[&str]| have.len() == d.len() && d.iter().all(|c| have.contains(*c));
+    if defaults[0].iter().all(|c| have.contains(*c)) || defaults.iter().any(|d| exactly(d)) {
+        return runtime_caps.to_vec();
+    }
+    let dropped: Vec<&str> = defaults[0].iter().copied().filter(|c| !have.contains(*c)).collect();
+    tracing::info!("capabilities dropped by the engine's config ({}): its set is kept, not widened", dropped.join(", "));
+    runtime_caps.iter().filter(|c| have.contains(*c)).cloned().collect()
+}
+
+/// The process's capabilities and rlimits in a system container: bounding set = `caps` (the
+/// `system_caps` of the container), all of them effective for uid 0, rlimits clamped. Used for
+/// the init (`rewrite`) and for every `exec`'d process (with the init's bounding set), so
+/// `docker exec` root has the same privileges as the container's init.
+pub fn process_privileges(process: &mut libcontainer::oci_spec::runtime::Process, caps: &[String], rlimit_hard: &[(String, u64)]) {
     let caps: std::collections::HashSet<Capability> =
-        runtime_caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
+        caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
     let mut pc = process.capabilities().clone().unwrap_or_default();
     pc.set_bounding(Some(caps.clone()));
     // Only root gets them effective: a `--user 1000` process keeps the engine's sets (it can
@@ -162,8 +219,9 @@ pub fn process_privileges(process: &mut libcontainer::oci_spec::runtime::Process
 }
 
 pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
+    let caps = system_caps(&spec, &facts.runtime_caps);
     let process = spec.process_mut().as_mut().ok_or(RewriteError::NoProcess)?;
-    process_privileges(process, &facts.runtime_caps, &facts.rlimit_hard);
+    process_privileges(process, &caps, &facts.rlimit_hard);
     // Clamped like the rlimits: a pod sandbox asks for -998 (kubelet), which a runtime without
     // CAP_SYS_RESOURCE cannot give (runc fails the create unless containerd restricts it).
     if let (Some(adj), Some(floor)) = (process.oom_score_adj(), facts.oom_score_adj_floor) {
@@ -260,6 +318,63 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(names(&relax(p), LinuxSeccompAction::ScmpActLog), vec!["read"]);
+    }
+
+    fn with_caps(names: &[&str], annotations: &[(&str, &str)]) -> Spec {
+        let mut spec = docker_like();
+        let set: std::collections::HashSet<Capability> = names.iter().map(|n| serde_json::from_value(serde_json::Value::String(n.to_string())).unwrap()).collect();
+        let p = spec.process_mut().as_mut().unwrap();
+        let mut c = p.capabilities().clone().unwrap();
+        c.set_bounding(Some(set.clone()));
+        c.set_effective(Some(set));
+        p.set_capabilities(Some(c));
+        spec.set_annotations(Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+        spec
+    }
+
+    fn bounding(spec: &Spec) -> std::collections::BTreeSet<String> {
+        let b = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        b.iter().map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_string()).collect()
+    }
+
+    fn all_caps() -> Facts {
+        Facts { runtime_caps: crate::facts::CAP_NAMES.iter().map(|s| s.to_string()).collect(), ..facts() }
+    }
+
+    #[test]
+    fn engine_defaults_are_widened_and_explicit_drops_are_honoured() {
+        let f = all_caps();
+        let all: std::collections::BTreeSet<String> = f.runtime_caps.iter().cloned().collect();
+        // docker/containerd's default, with --cap-add, and privileged: every capability
+        assert_eq!(bounding(&rewrite(with_caps(DOCKER_DEFAULT, &[]), &f).unwrap()), all);
+        let added: Vec<&str> = DOCKER_DEFAULT.iter().copied().chain(["CAP_SYS_PTRACE"]).collect();
+        assert_eq!(bounding(&rewrite(with_caps(&added, &[]), &f).unwrap()), all);
+        // podman's and CRI-O's defaults, told apart by their annotations
+        assert_eq!(bounding(&rewrite(with_caps(PODMAN_DEFAULT, &[("io.container.manager", "libpod")]), &f).unwrap()), all);
+        assert_eq!(bounding(&rewrite(with_caps(CRIO_DEFAULT, &[("io.kubernetes.cri-o.ContainerType", "container")]), &f).unwrap()), all);
+        // runc spec's three
+        assert_eq!(bounding(&rewrite(with_caps(RUNC_SPEC_DEFAULT, &[]), &f).unwrap()), all);
+        // --cap-drop NET_RAW (critest "dropping capability"): the engine's 13, nothing added
+        let dropped: Vec<&str> = DOCKER_DEFAULT.iter().copied().filter(|c| *c != "CAP_NET_RAW").collect();
+        let out = rewrite(with_caps(&dropped, &[("io.kubernetes.cri.container-type", "container")]), &f).unwrap();
+        assert_eq!(bounding(&out), dropped.iter().map(|s| s.to_string()).collect());
+        let eff = out.process().as_ref().unwrap().capabilities().as_ref().unwrap().effective().clone().unwrap();
+        assert_eq!(eff.len(), 13, "root's effective set is the bounding set");
+        // drop: [ALL] (Kubernetes' restricted profile), and drop ALL + add NET_BIND_SERVICE
+        assert!(bounding(&rewrite(with_caps(&[], &[]), &f).unwrap()).is_empty());
+        let mut omitted = with_caps(&[], &[]);
+        let mut empty = libcontainer::oci_spec::runtime::LinuxCapabilities::default();
+        empty.set_bounding(None);
+        omitted.process_mut().as_mut().unwrap().set_capabilities(Some(empty));
+        assert!(bounding(&rewrite(omitted, &f).unwrap()).is_empty(), "an omitted (empty) list, as containerd writes drop ALL");
+        assert_eq!(bounding(&rewrite(with_caps(&["CAP_NET_BIND_SERVICE"], &[]), &f).unwrap()).into_iter().collect::<Vec<_>>(), vec!["CAP_NET_BIND_SERVICE"]);
+        // podman's default under docker's rules (no annotation) is a drop of three
+        assert_eq!(bounding(&rewrite(with_caps(PODMAN_DEFAULT, &[]), &f).unwrap()).len(), PODMAN_DEFAULT.len());
+        // never more than the runtime holds
+        let few = Facts { runtime_caps: vec!["CAP_CHOWN".into()], ..facts() };
+        assert_eq!(bounding(&rewrite(with_caps(&dropped, &[]), &few).unwrap()).into_iter().collect::<Vec<_>>(), vec!["CAP_CHOWN"]);
+        let out = rewrite(with_caps(&dropped, &[]), &f).unwrap();
+        assert_eq!(rewrite(out.clone(), &f).unwrap(), out, "idempotent");
     }
 
     #[test]
