@@ -14,8 +14,23 @@ use serde_json::{json, Value};
 use crate::util::*;
 
 const IMAGE: &str = "docker.io/nestrun-test/busybox:latest";
-pub(crate) const CGROUP_PARENT: &str = "nestrun-test-cri";
-const CNI_NET: &str = "nestrun-cri";
+
+/// scripts/cri-containerd.sh's NESTRUN_CRI_<name> override (its `env` exports them), else `default`.
+fn harness(name: &str, default: &str) -> String {
+    std::env::var(format!("NESTRUN_CRI_{name}")).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
+}
+
+/// The pods' cgroup parent (without `/`), as the harness cleans it up.
+pub(crate) fn cgroup_parent_root() -> String {
+    harness("CGROUP_PARENT", "nestrun-test-cri")
+}
+
+/// The start of every pod IP of the harness's /24 (`10.88.77.`).
+pub(crate) fn pod_ip_prefix() -> String {
+    let subnet = harness("SUBNET", "10.88.77.0/24");
+    let net = subnet.split('/').next().unwrap_or_default();
+    format!("{}.", net.rsplit_once('.').map_or(net, |(p, _)| p))
+}
 
 /// True when the CRI containerd of scripts/cri-containerd.sh is there. Otherwise prints the skip line.
 pub(crate) fn cri_enabled(test: &str) -> bool {
@@ -99,7 +114,7 @@ impl Pod {
             "log_directory": log_dir,
             "labels": {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "nestrun-test", "io.kubernetes.pod.uid": uid},
             "linux": {
-                "cgroup_parent": format!("/{CGROUP_PARENT}/pod{uid}"),
+                "cgroup_parent": format!("/{}/pod{uid}", cgroup_parent_root()),
                 "security_context": {"namespace_options": {"network": "POD", "pid": pid, "ipc": "POD"}},
             },
         });
@@ -253,7 +268,7 @@ pub(crate) fn pod_range(pod: &Pod) -> (u64, u64) {
 /// CNI allocations (host-local files) and cached results that name `pod_id`.
 fn cni_traces(pod_id: &str) -> Vec<String> {
     let mut v = vec![];
-    for dir in [format!("/var/lib/cni/networks/{CNI_NET}"), "/var/lib/cni/results".into()] {
+    for dir in [format!("/var/lib/cni/networks/{}", harness("NET", "nestrun-cri")), "/var/lib/cni/results".into()] {
         for e in std::fs::read_dir(&dir).map(|r| r.flatten().collect::<Vec<_>>()).unwrap_or_default() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.contains(pod_id) || std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains(pod_id)) {
@@ -319,7 +334,7 @@ fn two_containers(test: &str, handler: &str) {
     }
     // the pod IP containerd reports (CNI's) is the one the containers have
     let ip = pod.status()["status"]["network"]["ip"].as_str().unwrap_or_default().to_string();
-    assert!(ip.starts_with("10.88.77."), "pod IP {ip:?} is not from the CNI range");
+    assert!(ip.starts_with(&pod_ip_prefix()), "pod IP {ip:?} is not from the CNI range");
     let addrs = pod.sh(&client, "ip -4 -o addr show");
     assert!(addrs.contains(&format!("inet {ip}/24")), "client does not have the pod IP {ip}:\n{addrs}");
     let mut last = (0, String::new(), String::new());

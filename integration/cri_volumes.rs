@@ -116,3 +116,75 @@ fn host_path_and_empty_dir_volumes_nested() {
     need_cri!("host_path_and_empty_dir_volumes_nested");
     volumes("cri-vol-nested", "nested");
 }
+
+/// critest's `non-recursive readonly mounts`: a hostPath with a tmpfs mounted inside, bound
+/// read-only (the submount stays writable); while the container runs, the host unmounts the
+/// tmpfs and removes the hostPath, as critest's cleanup does (kubelet's volume teardown too).
+/// Under runc the kernel detaches the container's copies; nestrun's host-side copy of the
+/// bind source must not pin the submount's directory in the host's namespace (EBUSY).
+fn submount_removed_while_running(test: &str, handler: &str) {
+    let host = tempdir("cri-hostpath-sub");
+    let sub = Tmpfs::mount(host.path.join("tmpfs"));
+    let mut pod = Pod::run(test, handler, "CONTAINER");
+    let mut cfg = pod.container_config("c", &["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([{"container_path": "/mnt", "host_path": host.path, "readonly": true}]);
+    let c = pod.start_config(cfg);
+    pod.sh(&c, "touch /mnt/tmpfs/file");
+    let (code, _, err) = pod.exec(&c, "touch /mnt/x");
+    assert!(code != 0 && err.contains("Read-only file system"), "write to the readOnly hostPath: {err}");
+    nix::mount::umount2(&sub.0, nix::mount::MntFlags::MNT_DETACH).unwrap_or_else(|e| panic!("umount {}: {e}", sub.0.display()));
+    std::fs::remove_dir_all(&host.path).unwrap_or_else(|e| panic!("the host cannot remove {} while a {handler} container has it bound: {e}", host.path.display()));
+    assert_eq!(pod.sh(&c, "echo alive"), "alive");
+    remove_and_check(&mut pod);
+}
+
+#[test]
+fn host_path_submount_removed_while_running_runc_handler() {
+    need_cri!("host_path_submount_removed_while_running_runc_handler");
+    submount_removed_while_running("cri-sub-runc", "runc");
+}
+
+#[test]
+fn host_path_submount_removed_while_running_nested() {
+    need_cri!("host_path_submount_removed_while_running_nested");
+    submount_removed_while_running("cri-sub-nested", "nested");
+}
+
+/// CRI `recursive_read_only` (containerd >= 2.0, critest's `recursive readonly mounts`):
+/// containerd reports a handler able to do it when the runtime's `features` list `rro` (runc
+/// does), and then sends `rro`: the tmpfs inside the read-only hostPath is read-only too.
+/// containerd 1.x reports no handler features and knows no such field: nothing to check there.
+fn recursive_read_only(test: &str, handler: &str) {
+    let st = cri("Status", json!({}));
+    let handlers = st["runtime_handlers"].as_array().cloned().unwrap_or_default();
+    if handlers.is_empty() {
+        eprintln!("{test}: this containerd reports no runtime handler features (containerd 1.x): no recursive read-only mounts to check (scripts/test reruns the CRI tests on containerd 2.1)");
+        return;
+    }
+    let rro = handlers.iter().find(|h| h["name"] == handler).map(|h| h["features"]["recursive_read_only_mounts"].clone());
+    assert_eq!(rro, Some(json!(true)), "containerd does not report recursive read-only mounts for {handler}: {st}");
+    let host = tempdir("cri-hostpath-rro");
+    let sub = Tmpfs::mount(host.path.join("tmpfs"));
+    let mut pod = Pod::run(test, handler, "CONTAINER");
+    let mut cfg = pod.container_config("c", &["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]);
+    cfg["mounts"] = json!([{"container_path": "/mnt", "host_path": host.path, "readonly": true, "recursive_read_only": true}]);
+    let c = pod.start_config(cfg);
+    for f in ["/mnt/x", "/mnt/tmpfs/x"] {
+        let (code, _, err) = pod.exec(&c, &format!("touch {f}"));
+        assert!(code != 0 && err.contains("Read-only file system"), "touch {f} in a recursive read-only hostPath: exit {code}, {err}");
+    }
+    remove_and_check(&mut pod);
+    drop(sub);
+}
+
+#[test]
+fn host_path_recursive_read_only_runc_handler() {
+    need_cri!("host_path_recursive_read_only_runc_handler");
+    recursive_read_only("cri-rro-runc", "runc");
+}
+
+#[test]
+fn host_path_recursive_read_only_nested() {
+    need_cri!("host_path_recursive_read_only_nested");
+    recursive_read_only("cri-rro-nested", "nested");
+}

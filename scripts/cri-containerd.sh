@@ -7,9 +7,12 @@
 #   root     $NESTRUN_TEST_DIR/cri          (default /var/lib/nestrun-test/cri)
 #   state    $NESTRUN_TEST_RUNDIR/cri       (default /run/nestrun-test/cri; netns mounts too)
 #   socket   $NESTRUN_TEST_RUNDIR/cri/containerd.sock
-#   log      $NESTRUN_TEST_LOGDIR/nestrun-test-cri-containerd.log
+#   log      $NESTRUN_TEST_LOGDIR/<basename of NESTRUN_TEST_RUNDIR>-cri-containerd.log
+#            (default /var/log/nestrun-test-cri-containerd.log)
 #   CNI      conf dir $NESTRUN_TEST_RUNDIR/cri-cni: bridge nrcri0 + host-local 10.88.77.0/24
-#            (network nestrun-cri, no gateway, no masquerade), plugins in /usr/lib/cni
+#            (network nestrun-cri), the bridge the pods' gateway (10.88.77.1 on the host, so
+#            the host reaches pod IPs, as a node does; no masquerade: nothing beyond the host),
+#            portmap (hostPort, also on 127.0.0.1), loopback; plugins in /usr/lib/cni
 #   runtime handlers  runc     runc, root /run/nestrun-test/cri-runc
 #                     nested   $NESTRUN_BIN, root /run/nestrun-test/cri-nestrun
 #   sandbox image     docker.io/nestrun-test/pause:latest, built from integration/pause.c
@@ -26,6 +29,7 @@
 #            containers and pods stay and are recovered, as after `systemctl restart
 #            containerd` (KillMode=process); no stale-pod cleanup (integration/cri_dind.rs)
 #   env      prints `export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=... NESTRUN_CRI_PYTHON=...`
+#            (and NESTRUN_CRI_NET/_SUBNET/_CGROUP_PARENT, which integration/cri.rs follows)
 #   import   imports `docker save` tarballs into namespace k8s.io; arguments that are not
 #            files are image names exported from the test dockerd ($DOCKER_HOST, default
 #            scripts/dockerd.sh's); an image already there with the same id is skipped.
@@ -49,7 +53,7 @@ SOCK="$STATE/containerd.sock"
 PIDFILE="$NESTRUN_TEST_RUNDIR/cri-containerd.pid"
 CONFIG="$NESTRUN_TEST_RUNDIR/cri-containerd.toml"
 CNI_CONF="$NESTRUN_TEST_RUNDIR/cri-cni"
-LOGFILE="$NESTRUN_TEST_LOGDIR/nestrun-test-cri-containerd.log"
+LOGFILE="$NESTRUN_TEST_LOGDIR/$(basename "$NESTRUN_TEST_RUNDIR")-cri-containerd.log"
 RUNC_ROOT="$NESTRUN_TEST_RUNDIR/cri-runc"
 NESTED_ROOT="$NESTRUN_TEST_RUNDIR/cri-nestrun"
 VENV="$NESTRUN_TEST_DIR/cri-venv"
@@ -132,8 +136,9 @@ write_config() {
   "cniVersion": "1.0.0",
   "name": "$NET",
   "plugins": [
-    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": false, "ipMasq": false, "hairpinMode": true,
+    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
       "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$SUBNET" }]] } },
+    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
     { "type": "loopback" }
   ]
 }
@@ -217,6 +222,7 @@ state = "$STATE"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = true
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -342,8 +348,13 @@ stop() {
     rm -rf "$STATE" "$RUNC_ROOT" "$NESTED_ROOT"
   fi
   ip link del "$BRIDGE" 2>/dev/null || true
+  cleanup_portmap
   rm -rf "/var/lib/cni/networks/$NET" "$CNI_CONF" "$CONFIG" "$POD_LOGS" "$REGISTRY_HOSTS"
-  rm -f /var/lib/cni/results/"$NET"-*
+  # libcni's cache: <network>-<64 hex id>-<ifname> (not a longer network's, nestrun-cri-a-...)
+  local f
+  for f in /var/lib/cni/results/"$NET"-*; do
+    if [[ "${f#/var/lib/cni/results/"$NET"-}" =~ ^[0-9a-f]{64}-[^-]+$ ]]; then rm -f "$f"; fi
+  done
   # containerd's own loopback network caches its results as cni-loopback-<sandbox id>-lo
   for id in "${sandboxes[@]}"; do
     rm -f /var/lib/cni/results/cni-loopback-"$id"-*
@@ -352,6 +363,39 @@ stop() {
   local c
   for c in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
     rmdir_tree "$c"
+  done
+}
+
+# nat_rules CHAIN TEXT TARGET: the numbers of the nat table's CHAIN rules whose `iptables -L`
+# line contains TEXT and whose target starts with TARGET, highest first (to delete in order)
+nat_rules() {
+  iptables -w -t nat -L "$1" --line-numbers -n 2>/dev/null |
+    awk -v t="$2" -v p="$3" 'NR > 2 && index($0, t) && index($2, p) == 1 {print $1}' | sort -rn
+}
+
+# portmap's iptables (nat): CNI DEL removes a pod's DNAT chain and its jump; left are those of
+# pods the CRI did not remove (rules whose comment names this network) and portmap's shared
+# chains CNI-HOSTPORT-*, which other CNI networks (another instance) may use: they go only
+# when no pod of any network has a host port any more.
+cleanup_portmap() {
+  command -v iptables >/dev/null && iptables -w -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 || return 0
+  local n chain chains mine="name: \"$NET\" "
+  chains=$(iptables -w -t nat -L CNI-HOSTPORT-DNAT -n | awk -v t="$mine" 'NR > 2 && index($0, t) {print $1}')
+  for n in $(nat_rules CNI-HOSTPORT-DNAT "$mine" ""); do
+    iptables -w -t nat -D CNI-HOSTPORT-DNAT "$n"
+  done
+  for chain in $chains; do
+    log "leftover portmap chain $chain (network $NET): removed"
+    { iptables -w -t nat -F "$chain" && iptables -w -t nat -X "$chain"; } 2>/dev/null || true
+  done
+  [[ $(iptables -w -t nat -S CNI-HOSTPORT-DNAT | wc -l) -le 1 ]] || return 0
+  for chain in PREROUTING OUTPUT POSTROUTING; do
+    for n in $(nat_rules "$chain" "" CNI-HOSTPORT-); do
+      iptables -w -t nat -D "$chain" "$n"
+    done
+  done
+  for chain in $(iptables -w -t nat -S | awk '$1 == "-N" && index($2, "CNI-HOSTPORT-") == 1 {print $2}'); do
+    { iptables -w -t nat -F "$chain" && iptables -w -t nat -X "$chain"; } || log "warning: cannot remove iptables chain $chain"
   done
 }
 
@@ -409,7 +453,7 @@ case "${1:-}" in
   restart) stop; start ;;
   restart-keep) restart_keep ;;
   status) status ;;
-  env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS" ;;
+  env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS NESTRUN_CRI_NET=$NET NESTRUN_CRI_SUBNET=$SUBNET NESTRUN_CRI_CGROUP_PARENT=$CGROUP_PARENT" ;;
   import) shift; import "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac

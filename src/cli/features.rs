@@ -11,7 +11,10 @@ pub fn run(_: liboci_cli::Features) -> Result<()> {
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
             "private", "rprivate", "shared", "rshared", "slave", "rslave", "relatime", "norelatime",
-            "strictatime", "nostrictatime", "noatime", "atime", "tmpcopyup"],
+            "strictatime", "nostrictatime", "noatime", "atime", "tmpcopyup",
+            // recursive read-only (libcontainer: mount_setattr, AT_RECURSIVE); containerd 2.x
+            // reports a handler able to do CRI recursive_read_only mounts when it is listed
+            "rro"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"],
             "capabilities": crate::facts::CAP_NAMES,

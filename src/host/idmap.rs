@@ -109,6 +109,21 @@ pub fn clone_idmapped(src: &Path, target: &Path, userns: BorrowedFd, recursive: 
     attach(&fd, target, ATTACH_IDMAPPED)
 }
 
+/// Detach the host's copies of the bind sources (`clone_idmapped`'s targets) once the
+/// container's mount namespace has its own (libcontainer's create returns after the pivot):
+/// nothing else uses them. Left attached, a recursive copy keeps each submount of its source
+/// mounted in the host's namespace too, on the same directories: while the container runs,
+/// the host could not remove such a mountpoint (rmdir: EBUSY; with runc's container the
+/// kernel detaches the container's copies instead), and a tmpfs the host unmounted would live
+/// on below the mount dir. The container's copies keep their ID mapping, and a copy that is a
+/// slave of a shared source keeps receiving its mounts (the kernel moves the slave to another
+/// member of the peer group).
+pub fn detach_clones<'a>(clones: impl IntoIterator<Item = &'a Path>) {
+    for c in clones {
+        super::unmount(c);
+    }
+}
+
 /// A detached, ID-mapped clone of the mount tree at `src` (not attached anywhere yet).
 pub fn idmapped_fd(src: &Path, userns: BorrowedFd, recursive: bool) -> Result<OwnedFd, HostError> {
     let c = cpath(src);

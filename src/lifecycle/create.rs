@@ -144,6 +144,7 @@ fn create_in(
         .map_err(lc)?;
     drop(t);
     if let Some((facts, server)) = facts {
+        crate::host::idmap::detach_clones(facts.idmapped_sources.iter().map(|(_, clone)| clone.as_path()));
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
