@@ -14,8 +14,24 @@ use serde_json::{json, Value};
 use crate::util::*;
 
 const IMAGE: &str = "docker.io/nestrun-test/busybox:latest";
-pub(crate) const CGROUP_PARENT: &str = "nestrun-test-cri";
-const CNI_NET: &str = "nestrun-cri";
+
+/// The pods' cgroup parent root (kubelet's /kubepods role), as scripts/cri-containerd.sh's `env`
+/// names it (NESTRUN_CRI_CGROUP_PARENT; a second instance has its own).
+pub(crate) fn cgroup_parent_root() -> String {
+    std::env::var("NESTRUN_CRI_CGROUP_PARENT").unwrap_or_else(|_| "nestrun-test-cri".into())
+}
+
+/// The CNI network of that containerd (NESTRUN_CRI_NET).
+fn cni_net() -> String {
+    std::env::var("NESTRUN_CRI_NET").unwrap_or_else(|_| "nestrun-cri".into())
+}
+
+/// What every pod IP of that network starts with: its /24 subnet (NESTRUN_CRI_SUBNET) up to the
+/// last dot, e.g. "10.88.77.".
+pub(crate) fn pod_ip_prefix() -> String {
+    let subnet = std::env::var("NESTRUN_CRI_SUBNET").unwrap_or_else(|_| "10.88.77.0/24".into());
+    subnet.rsplit_once('.').map(|(a, _)| format!("{a}.")).unwrap_or(subnet)
+}
 
 /// True when the CRI containerd of scripts/cri-containerd.sh is there. Otherwise prints the skip line.
 pub(crate) fn cri_enabled(test: &str) -> bool {
@@ -99,7 +115,7 @@ impl Pod {
             "log_directory": log_dir,
             "labels": {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "nestrun-test", "io.kubernetes.pod.uid": uid},
             "linux": {
-                "cgroup_parent": format!("/{CGROUP_PARENT}/pod{uid}"),
+                "cgroup_parent": format!("/{}/pod{uid}", cgroup_parent_root()),
                 "security_context": {"namespace_options": {"network": "POD", "pid": pid, "ipc": "POD"}},
             },
         });
@@ -253,7 +269,7 @@ pub(crate) fn pod_range(pod: &Pod) -> (u64, u64) {
 /// CNI allocations (host-local files) and cached results that name `pod_id`.
 fn cni_traces(pod_id: &str) -> Vec<String> {
     let mut v = vec![];
-    for dir in [format!("/var/lib/cni/networks/{CNI_NET}"), "/var/lib/cni/results".into()] {
+    for dir in [format!("/var/lib/cni/networks/{}", cni_net()), "/var/lib/cni/results".into()] {
         for e in std::fs::read_dir(&dir).map(|r| r.flatten().collect::<Vec<_>>()).unwrap_or_default() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.contains(pod_id) || std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains(pod_id)) {
@@ -319,7 +335,7 @@ fn two_containers(test: &str, handler: &str) {
     }
     // the pod IP containerd reports (CNI's) is the one the containers have
     let ip = pod.status()["status"]["network"]["ip"].as_str().unwrap_or_default().to_string();
-    assert!(ip.starts_with("10.88.77."), "pod IP {ip:?} is not from the CNI range");
+    assert!(ip.starts_with(&pod_ip_prefix()), "pod IP {ip:?} is not from the CNI range");
     let addrs = pod.sh(&client, "ip -4 -o addr show");
     assert!(addrs.contains(&format!("inet {ip}/24")), "client does not have the pod IP {ip}:\n{addrs}");
     let mut last = (0, String::new(), String::new());

@@ -52,7 +52,7 @@ fn comm(pid: i32) -> String {
 
 /// Host pids of the pod (their cgroup is under the pod's parent) that are not zombies.
 fn live_pod_pids(pod_uid: &str) -> Vec<i32> {
-    let needle = format!("/{CGROUP_PARENT}/pod{pod_uid}/");
+    let needle = format!("/{}/pod{pod_uid}/", cgroup_parent_root());
     let mut v = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -87,7 +87,7 @@ fn read_locked(file: &std::path::Path) -> String {
 fn forget(pod: &mut Pod) {
     pod.removed = true;
     let _ = std::fs::remove_dir_all(&pod.log_dir);
-    for d in cgroup_dirs(&format!("{CGROUP_PARENT}/pod{}", pod.uid)) {
+    for d in cgroup_dirs(&format!("{}/pod{}", cgroup_parent_root(), pod.uid)) {
         let _ = std::fs::remove_dir(d);
     }
 }

@@ -116,7 +116,7 @@ fn restart(test: &str, handler: &str) {
     let mut pod = Pod::run(test, handler, "CONTAINER");
     let first = pod.start("app", SLEEPER);
     let ip = pod.status()["status"]["network"]["ip"].as_str().unwrap_or_default().to_string();
-    assert!(ip.starts_with("10.88.77."), "pod IP {ip:?}");
+    assert!(ip.starts_with(&pod_ip_prefix()), "pod IP {ip:?}");
     let range = (handler == "nested").then(|| pod_range(&pod));
     cri("StopContainer", json!({"container_id": first, "timeout": 10}));
     cri("RemoveContainer", json!({"container_id": first}));

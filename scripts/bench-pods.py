@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cri  # noqa: E402  (scripts/cri.py)
 from cri_api.v1 import api_pb2  # noqa: E402
 
-CGROUP_PARENT = "nestrun-test-cri"
+CGROUP_PARENT = os.environ.get("NESTRUN_CRI_CGROUP_PARENT", "nestrun-test-cri")
 
 
 def pod_config(name):

@@ -26,6 +26,7 @@
 #            containers and pods stay and are recovered, as after `systemctl restart
 #            containerd` (KillMode=process); no stale-pod cleanup (integration/cri_dind.rs)
 #   env      prints `export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=... NESTRUN_CRI_PYTHON=...`
+#            (and the CNI network, subnet and cgroup parent, which the tests check)
 #   import   imports `docker save` tarballs into namespace k8s.io; arguments that are not
 #            files are image names exported from the test dockerd ($DOCKER_HOST, default
 #            scripts/dockerd.sh's); an image already there with the same id is skipped.
@@ -37,12 +38,16 @@ set -euo pipefail
 
 # NESTRUN_CRI_CONTAINERD=DIR: the containerd (and its shim and ctr) in DIR instead of the host's,
 # with config version 3 when it is 2.x (e.g. scripts/sid-engines.sh's 2.1: DIR =
-# /var/cache/nestrun-test/sid/root/usr/bin), in its own root and state (a 2.x meta.db is not
-# for 1.x); the socket, CNI network and runtime roots stay: run one of the two at a time.
+# /var/cache/nestrun-test/sid/root/usr/bin; its fetch-trixie's 1.7, config version 2: DIR =
+# /var/cache/nestrun-test/trixie/root/usr/bin), in its own root ($NESTRUN_TEST_DIR/cri-2.1,
+# cri-1.7: a 2.x meta.db is not for 1.x); the socket, CNI network and runtime roots stay: run
+# one at a time.
 CTRD_DIR=${NESTRUN_CRI_CONTAINERD:-/usr/bin}
-CTRD_MAJOR=$("$CTRD_DIR/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//; s/[.~].*//')
+CTRD_VERSION=$("$CTRD_DIR/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//; s/[~+-].*//')
+CTRD_MAJOR=${CTRD_VERSION%%.*}
 SUFFIX=""
-[[ "$CTRD_DIR" == /usr/bin ]] || SUFFIX="-$(basename "$(dirname "$(dirname "$CTRD_DIR")")")"
+# its own root per major.minor (sid's 2.1 and trixie's 1.7 both live in .../root/usr/bin)
+[[ "$CTRD_DIR" == /usr/bin ]] || SUFFIX="-$(cut -d. -f1,2 <<<"$CTRD_VERSION")"
 ROOT="$NESTRUN_TEST_DIR/cri$SUFFIX"
 STATE="$NESTRUN_TEST_RUNDIR/cri"
 SOCK="$STATE/containerd.sock"
@@ -409,7 +414,7 @@ case "${1:-}" in
   restart) stop; start ;;
   restart-keep) restart_keep ;;
   status) status ;;
-  env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS" ;;
+  env) echo "export NESTRUN_TEST_CRI=1 NESTRUN_CRI_ADDRESS=$SOCK NESTRUN_CRI_PYTHON=$PY NESTRUN_CRI_LOGS=$POD_LOGS NESTRUN_CRI_NET=$NET NESTRUN_CRI_SUBNET=$SUBNET NESTRUN_CRI_CGROUP_PARENT=$CGROUP_PARENT" ;;
   import) shift; import "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
