@@ -147,22 +147,36 @@ fn create_in(
         if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
             cgroup::delegate(p, facts.host_id)?;
         }
-        if let (Some(from), Some(pid)) = (facts.pod_net_from.as_ref(), container.pid()) {
-            let _t = crate::logging::step("adopt pod interfaces");
-            let plan = crate::host::podnet::adopt(from, pid.as_raw())?;
-            tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
-            // Best effort: without it only what the engine does in its own path later (CNI
-            // DEL/CHECK, port-forward) sees the empty namespace, as before.
-            if let Err(e) = crate::host::netnspath::repoint(from, pid.as_raw()) {
-                tracing::warn!("the engine's path to the pod's network namespace still names its own (port-forward will not reach the pod): {e}");
-            }
-        }
         super::fault_point("created");
-        if let Some(server) = server {
-            let _t = crate::logging::step("attach emulated files");
-            attach_proc_emulation(&container, server, rec)?;
-            shift_cover(root, sdir, rec)?;
-        }
+        // A pod sandbox's interfaces move in a thread beside the attach: the move mostly waits
+        // for the kernel (RCU grace periods while a device changes namespace, ~15 ms here).
+        std::thread::scope(|s| -> Result<(), LifecycleError> {
+            let moving = match (facts.pod_net_from.as_ref(), container.pid()) {
+                (Some(from), Some(pid)) => Some(s.spawn(move || {
+                    let _t = crate::logging::step("adopt pod interfaces");
+                    let plan = crate::host::podnet::adopt(from, pid.as_raw())?;
+                    // Best effort: without it only what the engine does in its own path later
+                    // (CNI DEL/CHECK, port-forward) sees the empty namespace, as before.
+                    if let Err(e) = crate::host::netnspath::repoint(from, pid.as_raw()) {
+                        tracing::warn!("the engine's path to the pod's network namespace still names its own (port-forward will not reach the pod): {e}");
+                    }
+                    Ok::<_, crate::host::HostError>(plan)
+                })),
+                _ => None,
+            };
+            let attached = match server {
+                Some(server) => {
+                    let _t = crate::logging::step("attach emulated files");
+                    attach_proc_emulation(&container, server, rec).and_then(|()| shift_cover(root, sdir, rec))
+                }
+                None => Ok(()),
+            };
+            if let Some(m) = moving {
+                let plan = m.join().map_err(|_| LifecycleError::Other { id: id.into(), msg: "moving the pod's interfaces panicked".into() })??;
+                tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
+            }
+            attached
+        })?;
         super::fault_point("fuse");
     }
     Ok(container)
