@@ -8,9 +8,12 @@
 //! empty but for `lo`: CNI DEL finds no interface there (the bridge plugin takes that as
 //! done), releases the IP, and the host side of the veth pair goes when the pod's namespace
 //! does. All of it over rtnetlink in this process (`host::rtnl`): no `ip` to run.
+use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressHeader, AddressMessage};
@@ -24,8 +27,12 @@ use super::HostError;
 /// Does `path` name a network namespace that the host's user namespace owns (one an engine
 /// made for the pod), as opposed to one made inside a container's own?
 pub fn host_owned(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|ns| owned_by_host(&ns))
+}
+
+/// Is the network namespace file `ns` owned by this process's user namespace?
+fn owned_by_host(ns: &std::fs::File) -> bool {
     const NS_GET_USERNS: libc::c_ulong = 0xb701;
-    let Ok(ns) = std::fs::File::open(path) else { return false };
     // SAFETY: an ioctl on a descriptor we own; it returns a new descriptor or -1.
     let owner = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
     if owner < 0 {
@@ -155,15 +162,42 @@ fn links(nl: &mut Rtnl) -> std::io::Result<Vec<LinkMessage>> {
     Ok(nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?.into_iter().filter_map(|m| if let RouteNetlinkMessage::NewLink(l) = m { Some(l) } else { None }).collect())
 }
 
-/// Moves the interfaces of the engine's namespace `from` (but `lo`) into the network namespace
-/// of process `pid`, then gives them their addresses and routes there and brings them up.
-pub fn adopt(from: &Path, pid: i32) -> Result<Plan, HostError> {
+/// The network namespace of the container's init `pid` once it has made its own (libcontainer's
+/// init unshares it early, inside the pod's user namespace): polled, until `created` says
+/// libcontainer's create returned (by then it exists, or the create failed). The init is the
+/// runtime's child until its create returns, so its pid cannot be reused meanwhile.
+fn pod_netns(pid: i32, created: &AtomicBool) -> Result<(PathBuf, File), HostError> {
     let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    loop {
+        let done = created.load(Ordering::Acquire);
+        let ns = File::open(&to).map_err(super::io("open network namespace", &to))?;
+        if !owned_by_host(&ns) {
+            return Ok((to, ns));
+        }
+        if done {
+            return Err(HostError::Io { what: "wait for the sandbox's own network namespace", path: to, source: std::io::Error::other("still the host's after create") });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// Moves the interfaces of the engine's namespace `from` (but `lo`) into the network namespace
+/// of the container's init, then gives them their addresses and routes there and brings them
+/// up. Runs in a thread beside libcontainer's create: it starts once `pid` has the init's pid
+/// (libcontainer patch 15; closed: the create failed first) and the init has its namespace, so
+/// the kernel's part (RCU grace periods while a device changes namespace, ~15 ms here)
+/// overlaps the init's mounts. Until then it only waits: libcontainer clones its intermediate
+/// process from the create's thread before that, and a lock this thread held then would stay
+/// locked in the clone.
+pub fn adopt(from: &Path, pid: Receiver<i32>, created: &AtomicBool) -> Result<Plan, HostError> {
     let err = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| HostError::Io { what, path, source }
     };
-    let mut src = Rtnl::open_in(from).map_err(err("open rtnetlink in network namespace", from))?;
+    let pid = pid.recv().map_err(|_| HostError::Io { what: "wait for the sandbox's init to move interfaces from", path: from.into(), source: std::io::Error::other("the create failed first") })?;
+    let _t = crate::logging::step("adopt pod interfaces");
+    let engine_ns = File::open(from).map_err(err("open network namespace", from))?;
+    let mut src = Rtnl::open_in(&engine_ns).map_err(err("open rtnetlink in network namespace", from))?;
     let read = |nl: &mut Rtnl| -> std::io::Result<_> {
         let l = links(nl)?;
         let a = nl.dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?.into_iter().filter_map(|m| if let RouteNetlinkMessage::NewAddress(a) = m { Some(a) } else { None }).collect::<Vec<_>>();
@@ -171,17 +205,33 @@ pub fn adopt(from: &Path, pid: i32) -> Result<Plan, HostError> {
         Ok(plan(&l, &a, &r))
     };
     let p = read(&mut src).map_err(err("list links, addresses and routes of network namespace", from))?;
-    if p.links.is_empty() {
-        return Ok(p);
+    let (to, target) = pod_netns(pid, created)?;
+    if !p.links.is_empty() {
+        move_in(&mut src, &p, from, &target, &to)?;
     }
-    let target = std::fs::File::open(&to).map_err(err("open network namespace", &to))?;
+    // From now on the engine's path names the pod's namespace (host::netnspath; bound from the
+    // descriptor checked above). Best effort: without it only what the engine does in its own
+    // path later (CNI DEL/CHECK, port-forward) sees the empty namespace.
+    if let Err(e) = super::netnspath::repoint(from, Path::new(&format!("/proc/self/fd/{}", target.as_raw_fd()))) {
+        tracing::warn!("the engine's path to the pod's network namespace still names its own (port-forward will not reach the pod): {e}");
+    }
+    Ok(p)
+}
+
+/// The move of `p`'s links (through `src`, a socket in the engine's namespace `from`) into the
+/// namespace `target` (at `to`), then their addresses and routes there, links and `lo` up.
+fn move_in(src: &mut Rtnl, p: &Plan, from: &Path, target: &File, to: &Path) -> Result<(), HostError> {
+    let err = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HostError::Io { what, path, source }
+    };
     for (index, name) in &p.links {
         let mut m = LinkMessage::default();
         m.header.index = *index;
         m.attributes.push(LinkAttribute::NetNsFd(target.as_raw_fd()));
         src.request(RouteNetlinkMessage::SetLink(m), 0).map_err(|e| HostError::Io { what: "move interface out of network namespace", path: from.into(), source: std::io::Error::new(e.kind(), format!("{name} into {}: {e}", to.display())) })?;
     }
-    let mut dst = Rtnl::open_in(&to).map_err(err("open rtnetlink in network namespace", &to))?;
+    let mut dst = Rtnl::open_in(target).map_err(err("open rtnetlink in network namespace", to))?;
     let conf = |nl: &mut Rtnl| -> std::io::Result<()> {
         let here = links(nl)?;
         let index_of = |name: &str| here.iter().find(|l| link_name(l) == Some(name)).map(|l| l.header.index).ok_or_else(|| std::io::Error::other(format!("no interface {name} after the move")));
@@ -201,8 +251,7 @@ pub fn adopt(from: &Path, pid: i32) -> Result<Plan, HostError> {
         }
         Ok(())
     };
-    conf(&mut dst).map_err(err("configure the pod's interfaces in network namespace", &to))?;
-    Ok(p)
+    conf(&mut dst).map_err(err("configure the pod's interfaces in network namespace", to))
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -17,11 +16,10 @@ pub struct Rtnl {
 }
 
 impl Rtnl {
-    /// A socket in the network namespace `ns` (a namespace file: `/proc/<pid>/ns/net`, or one
-    /// an engine bind-mounted). A socket stays in the namespace it was made in, so a thread
+    /// A socket in the network namespace `ns` (an open namespace file: `/proc/<pid>/ns/net`, or
+    /// one an engine bind-mounted). A socket stays in the namespace it was made in, so a thread
     /// that lives only for this enters `ns` and makes it; this thread stays where it is.
-    pub fn open_in(ns: &Path) -> io::Result<Rtnl> {
-        let file = File::open(ns)?;
+    pub fn open_in(file: &File) -> io::Result<Rtnl> {
         let sock = std::thread::scope(|s| {
             s.spawn(|| -> io::Result<Socket> {
                 nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
