@@ -3,7 +3,8 @@
 + StartContainer of one busybox container, for the runc and nested handlers of the CRI
 containerd of scripts/cri-containerd.sh, interleaved; then K pods at once per handler.
 
-Usage: bench-pods.py [--rounds N] [--concurrent K] [--image IMAGE] [--handlers runc,nested,...]
+Usage: bench-pods.py [--rounds N] [--concurrent K] [--concurrent-rounds R] [--image IMAGE]
+                     [--handlers runc,nested,...]
 Run it through scripts/bench-pods (which starts that containerd and uses its venv).
 Prints a Markdown table: median and p95 of the sequential starts, the nested/runc ratio, and
 for K pods at once the wall time and the p95 of one pod's start.
@@ -93,6 +94,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--concurrent", type=int, default=20, help="0: no pods-at-once part")
+    ap.add_argument("--concurrent-rounds", type=int, default=1, help="repeat the pods-at-once part, handlers in rotating order")
     ap.add_argument("--image", default="docker.io/nestrun-test/busybox:latest")
     ap.add_argument("--handlers", default="runc,nested", help="the first is the base of the ratios")
     a = ap.parse_args()
@@ -123,14 +125,23 @@ def main():
     row("p95", {h: pct(seq[h], 95) for h in handlers})
     if a.concurrent <= 0:
         return 0
-    conc = {h: at_once(rt, h, a.image, a.concurrent) for h in handlers}
-    row(f"{a.concurrent} pods at once: wall time", {h: conc[h][0] for h in handlers})
-    row(f"{a.concurrent} pods at once: p95 of one pod", {h: pct(conc[h][1], 95) if conc[h][1] else float("nan") for h in handlers})
-    print(f"| {a.concurrent} pods at once: started | " + " | ".join(f"{len(conc[h][1])}/{a.concurrent}" for h in handlers) + " |" + " |" * len(others))
+    walls, p95s, started, errors = ({h: [] for h in handlers} for _ in range(4))
+    for i in range(a.concurrent_rounds):
+        for h in handlers[i % len(handlers):] + handlers[:i % len(handlers)]:
+            wall, times, errs = at_once(rt, h, a.image, a.concurrent)
+            walls[h].append(wall)
+            p95s[h].append(pct(times, 95) if times else float("nan"))
+            started[h].append(len(times))
+            errors[h].extend(errs)
+    n = f"{a.concurrent} pods at once" + (f" (median of {a.concurrent_rounds})" if a.concurrent_rounds > 1 else "")
+    row(f"{n}: wall time", {h: statistics.median(walls[h]) for h in handlers})
+    row(f"{n}: p95 of one pod", {h: statistics.median(p95s[h]) for h in handlers})
+    total = a.concurrent * a.concurrent_rounds
+    print(f"| {a.concurrent} pods at once: started | " + " | ".join(f"{sum(started[h])}/{total}" for h in handlers) + " |" + " |" * len(others))
     for h in handlers:
-        for e in conc[h][2][:3]:
+        for e in errors[h][:3]:
             print(f"{h}: failed start: {e}", file=sys.stderr)
-    return 0 if all(not conc[h][2] for h in handlers) else 1
+    return 0 if all(not errors[h] for h in handlers) else 1
 
 
 if __name__ == "__main__":
