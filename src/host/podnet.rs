@@ -2,8 +2,8 @@
 //! before the sandbox, in the host's user namespace, and CNI configures it there; root in a
 //! user-namespaced pod then has no say over it (no `ip link add`, no iptables, no sysfs), so an
 //! inner dockerd cannot make its bridge. nestrun gives the sandbox a network namespace of its
-//! own (made inside the pod's user namespace) and, right after create, moves the interfaces
-//! CNI configured into it with their addresses and routes. Every app container joins
+//! own (made inside the pod's user namespace) and, during create (as soon as the init has that
+//! namespace), moves the interfaces CNI configured into it with their addresses and routes. Every app container joins
 //! `/proc/<sandbox pid>/ns/net`, i.e. the new namespace. The engine's namespace stays behind
 //! empty but for `lo`: CNI DEL finds no interface there (the bridge plugin takes that as
 //! done), releases the IP, and the host side of the veth pair goes when the pod's namespace
