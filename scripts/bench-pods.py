@@ -3,7 +3,8 @@
 + StartContainer of one busybox container, for the runc and nested handlers of the CRI
 containerd of scripts/cri-containerd.sh, interleaved; then K pods at once per handler.
 
-Usage: bench-pods.py [--rounds N] [--concurrent K] [--image IMAGE]
+Usage: bench-pods.py [--rounds N] [--concurrent K] [--concurrent-rounds R] [--image IMAGE]
+                     [--handlers runc,nested,...]
 Run it through scripts/bench-pods (which starts that containerd and uses its venv).
 Prints a Markdown table: median and p95 of the sequential starts, the nested/runc ratio, and
 for K pods at once the wall time and the p95 of one pod's start.
@@ -20,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cri  # noqa: E402  (scripts/cri.py)
 from cri_api.v1 import api_pb2  # noqa: E402
 
-CGROUP_PARENT = "nestrun-test-cri"
+CGROUP_PARENT = os.environ.get("NESTRUN_CRI_CGROUP_PARENT", "nestrun-test-cri")
 
 
 def pod_config(name):
@@ -92,37 +93,55 @@ def at_once(rt, handler, image, k):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--concurrent", type=int, default=20)
+    ap.add_argument("--concurrent", type=int, default=20, help="0: no pods-at-once part")
+    ap.add_argument("--concurrent-rounds", type=int, default=1, help="repeat the pods-at-once part, handlers in rotating order")
     ap.add_argument("--image", default="docker.io/nestrun-test/busybox:latest")
+    ap.add_argument("--handlers", default="runc,nested", help="the first is the base of the ratios")
     a = ap.parse_args()
     rt, _ = cri.stubs(os.environ.get("NESTRUN_CRI_ADDRESS") or cri.DEFAULT_ADDRESS)
-    handlers = ["runc", "nested"]
+    handlers = a.handlers.split(",")
+    base = handlers[0]
     seq = {h: [] for h in handlers}
     for h in handlers:  # warm-up, not counted
         remove_pod(rt, start_pod(rt, h, a.image)[1])
-    for _ in range(a.rounds):
-        for h in handlers:
+    for i in range(a.rounds):
+        # the order rotates each round, so no handler always follows the same one
+        for h in handlers[i % len(handlers):] + handlers[:i % len(handlers)]:
             t, pod = start_pod(rt, h, a.image)
             seq[h].append(t)
             remove_pod(rt, pod)
-    conc = {h: at_once(rt, h, a.image, a.concurrent) for h in handlers}
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
-    print(f"| pod start (RunPodSandbox + CreateContainer + StartContainer), {a.rounds} rounds | runc | nested | nested/runc |")
-    print("|---|---:|---:|---:|")
-    med = {h: statistics.median(seq[h]) for h in handlers}
-    print(f"| median | {ms(med['runc'])} | {ms(med['nested'])} | {med['nested'] / med['runc']:.2f}x |")
-    p95 = {h: pct(seq[h], 95) for h in handlers}
-    print(f"| p95 | {ms(p95['runc'])} | {ms(p95['nested'])} | {p95['nested'] / p95['runc']:.2f}x |")
-    w = {h: conc[h][0] for h in handlers}
-    print(f"| {a.concurrent} pods at once: wall time | {ms(w['runc'])} | {ms(w['nested'])} | {w['nested'] / w['runc']:.2f}x |")
-    cp = {h: pct(conc[h][1], 95) if conc[h][1] else float('nan') for h in handlers}
-    print(f"| {a.concurrent} pods at once: p95 of one pod | {ms(cp['runc'])} | {ms(cp['nested'])} | {cp['nested'] / cp['runc']:.2f}x |")
-    ok = {h: f"{len(conc[h][1])}/{a.concurrent}" for h in handlers}
-    print(f"| {a.concurrent} pods at once: started | {ok['runc']} | {ok['nested']} | |")
+    others = handlers[1:]
+
+    def row(label, v):
+        cells = " | ".join(ms(v[h]) for h in handlers)
+        ratios = " | ".join(f"{v[h] / v[base]:.2f}x" for h in others)
+        print(f"| {label} | {cells} | {ratios} |")
+
+    print(f"| pod start (RunPodSandbox + CreateContainer + StartContainer), {a.rounds} rounds | "
+          + " | ".join(handlers) + " | " + " | ".join(f"{h}/{base}" for h in others) + " |")
+    print("|---|" + "---:|" * (len(handlers) + len(others)))
+    row("median", {h: statistics.median(seq[h]) for h in handlers})
+    row("p95", {h: pct(seq[h], 95) for h in handlers})
+    if a.concurrent <= 0:
+        return 0
+    walls, p95s, started, errors = ({h: [] for h in handlers} for _ in range(4))
+    for i in range(a.concurrent_rounds):
+        for h in handlers[i % len(handlers):] + handlers[:i % len(handlers)]:
+            wall, times, errs = at_once(rt, h, a.image, a.concurrent)
+            walls[h].append(wall)
+            p95s[h].append(pct(times, 95) if times else float("nan"))
+            started[h].append(len(times))
+            errors[h].extend(errs)
+    n = f"{a.concurrent} pods at once" + (f" (median of {a.concurrent_rounds})" if a.concurrent_rounds > 1 else "")
+    row(f"{n}: wall time", {h: statistics.median(walls[h]) for h in handlers})
+    row(f"{n}: p95 of one pod", {h: statistics.median(p95s[h]) for h in handlers})
+    total = a.concurrent * a.concurrent_rounds
+    print(f"| {a.concurrent} pods at once: started | " + " | ".join(f"{sum(started[h])}/{total}" for h in handlers) + " |" + " |" * len(others))
     for h in handlers:
-        for e in conc[h][2][:3]:
+        for e in errors[h][:3]:
             print(f"{h}: failed start: {e}", file=sys.stderr)
-    return 0 if all(not conc[h][2] for h in handlers) else 1
+    return 0 if all(not errors[h] for h in handlers) else 1
 
 
 if __name__ == "__main__":

@@ -41,12 +41,16 @@ set -euo pipefail
 
 # NESTRUN_CRI_CONTAINERD=DIR: the containerd (and its shim and ctr) in DIR instead of the host's,
 # with config version 3 when it is 2.x (e.g. scripts/sid-engines.sh's 2.1: DIR =
-# /var/cache/nestrun-test/sid/root/usr/bin), in its own root and state (a 2.x meta.db is not
-# for 1.x); the socket, CNI network and runtime roots stay: run one of the two at a time.
+# /var/cache/nestrun-test/sid/root/usr/bin; its fetch-trixie's 1.7, config version 2: DIR =
+# /var/cache/nestrun-test/trixie/root/usr/bin), in its own root ($NESTRUN_TEST_DIR/cri-2.1,
+# cri-1.7: a 2.x meta.db is not for 1.x); the socket, CNI network and runtime roots stay: run
+# one at a time.
 CTRD_DIR=${NESTRUN_CRI_CONTAINERD:-/usr/bin}
-CTRD_MAJOR=$("$CTRD_DIR/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//; s/[.~].*//')
+CTRD_VERSION=$("$CTRD_DIR/containerd" --version 2>/dev/null | awk '{print $3}' | sed 's/^v//; s/[~+-].*//')
+CTRD_MAJOR=${CTRD_VERSION%%.*}
 SUFFIX=""
-[[ "$CTRD_DIR" == /usr/bin ]] || SUFFIX="-$(basename "$(dirname "$(dirname "$CTRD_DIR")")")"
+# its own root per major.minor (sid's 2.1 and trixie's 1.7 both live in .../root/usr/bin)
+[[ "$CTRD_DIR" == /usr/bin ]] || SUFFIX="-$(cut -d. -f1,2 <<<"$CTRD_VERSION")"
 ROOT="$NESTRUN_TEST_DIR/cri$SUFFIX"
 STATE="$NESTRUN_TEST_RUNDIR/cri"
 SOCK="$STATE/containerd.sock"

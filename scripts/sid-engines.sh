@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Usage: scripts/sid-engines.sh fetch|start|stop|status|env|import [IMAGE...]
+# Usage: scripts/sid-engines.sh fetch|fetch-trixie|start|stop|status|env|import [IMAGE...]
 #
 # Today's engines outside: dockerd 28.5 with containerd 2.1, from Debian sid's .debs, unpacked
 # (never installed into the host) and run privately beside the bookworm test dockerd:
 #   fetch    apt-get download docker.io docker-cli containerd from sid with a private apt
 #            configuration, dpkg-deb -x into $NESTRUN_IMAGE_CACHE/../sid/root (kept)
+#   fetch-trixie  the same for trixie's containerd (1.7) alone, into
+#            $NESTRUN_IMAGE_CACHE/../trixie/root, for scripts/cri-containerd.sh (nothing started)
 #   start    containerd 2.1 (config v3, no CRI; root $NESTRUN_TEST_DIR/sid-containerd, socket
 #            $NESTRUN_TEST_RUNDIR/sid/containerd.sock, its own runc shim first in PATH) and
 #            dockerd 28.5 (data root $NESTRUN_TEST_DIR/docker28, socket
 #            $NESTRUN_TEST_RUNDIR/docker28.sock, bridge nestrun28 10.214.0.1/24, runtime
 #            `nested` = $NESTRUN_BIN, the host's runc as default runtime)
 #   stop     stops both, removes the bridge; the data root (images) stays
-#   env      prints `export NESTRUN_DOCKER28_HOST=... NESTRUN_DOCKER28_CLI=... NESTRUN_SID_BIN=...`
-#            (NESTRUN_SID_BIN: sid's containerd, shim and ctr, for scripts/cri-containerd.sh)
+#   env      prints `export NESTRUN_DOCKER28_HOST=... NESTRUN_DOCKER28_CLI=... NESTRUN_SID_BIN=...
+#            NESTRUN_TRIXIE_BIN=...` (sid's and trixie's containerd, shim and ctr, for
+#            scripts/cri-containerd.sh; trixie's once fetch-trixie ran)
 #   import   copies images from the bookworm test dockerd (default: nestrun-test/busybox
 #            and nestrun-test/dind)
 # sid's dockerd and containerd need glibc <= 2.34 and run on bookworm; sid's runc does not.
@@ -22,6 +25,7 @@ set -euo pipefail
 
 SID="$(dirname "$NESTRUN_IMAGE_CACHE")/sid"
 SYSROOT="$SID/root"
+TRIXIE="$(dirname "$NESTRUN_IMAGE_CACHE")/trixie"
 RUN="$NESTRUN_TEST_RUNDIR/sid"
 CSOCK="$RUN/containerd.sock"
 DSOCK="$NESTRUN_TEST_RUNDIR/docker28.sock"
@@ -36,21 +40,35 @@ PKGS=(docker.io docker-cli containerd)
 
 dk() { "$CLI" -H "unix://$DSOCK" "$@"; }
 
+# unpack SUITE PKG...: apt-get download the packages of Debian SUITE with a private apt
+# configuration and dpkg-deb -x them into $NESTRUN_IMAGE_CACHE/../SUITE/root
+unpack() {
+  local suite=$1 dir d
+  shift
+  dir="$(dirname "$NESTRUN_IMAGE_CACHE")/$suite"
+  log "fetching $* from Debian $suite (unpacked into $dir/root, not installed)"
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/debs" "$dir/root"
+  echo "deb [trusted=yes] http://deb.debian.org/debian $suite main" >"$dir/sources.list"
+  local apt=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o APT::Architecture=amd64
+    -o APT::Sandbox::User=root)
+  apt-get "${apt[@]}" update -qq
+  (cd "$dir/debs" && rm -f ./*.deb && apt-get "${apt[@]}" download "$@" >/dev/null)
+  for d in "$dir"/debs/*.deb; do dpkg-deb -x "$d" "$dir/root"; done
+}
+
 fetch() {
   if [[ -x "$SYSROOT/usr/sbin/dockerd" && -x "$SYSROOT/usr/bin/containerd" && -x "$CLI" ]]; then
     return 0
   fi
-  log "fetching ${PKGS[*]} from Debian sid (unpacked into $SYSROOT, not installed)"
-  mkdir -p "$SID/lists/partial" "$SID/cache/archives/partial" "$SID/debs" "$SYSROOT"
-  echo "deb [trusted=yes] http://deb.debian.org/debian sid main" >"$SID/sources.list"
-  local apt=(-o "Dir::Etc::SourceList=$SID/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$SID/lists" -o "Dir::Cache=$SID/cache" -o APT::Architecture=amd64
-    -o APT::Sandbox::User=root)
-  apt-get "${apt[@]}" update -qq
-  (cd "$SID/debs" && rm -f ./*.deb && apt-get "${apt[@]}" download "${PKGS[@]}" >/dev/null)
-  local d
-  for d in "$SID"/debs/*.deb; do dpkg-deb -x "$d" "$SYSROOT"; done
+  unpack sid "${PKGS[@]}"
   "$SYSROOT/usr/sbin/dockerd" --version >&2
+}
+
+fetch_trixie() {
+  [[ -x "$TRIXIE/root/usr/bin/containerd" ]] && return 0
+  unpack trixie containerd
+  "$TRIXIE/root/usr/bin/containerd" --version >&2
 }
 
 start_containerd() {
@@ -130,10 +148,11 @@ import() {
 
 case "${1:-}" in
   fetch) fetch ;;
+  fetch-trixie) fetch_trixie ;;
   start) start ;;
   stop) stop ;;
   status) pid_alive "$RUN/dockerd.pid" >/dev/null && dk info >/dev/null 2>&1 ;;
-  env) echo "export NESTRUN_DOCKER28_HOST=unix://$DSOCK NESTRUN_DOCKER28_CLI=$CLI NESTRUN_SID_BIN=$SYSROOT/usr/bin" ;;
+  env) echo "export NESTRUN_DOCKER28_HOST=unix://$DSOCK NESTRUN_DOCKER28_CLI=$CLI NESTRUN_SID_BIN=$SYSROOT/usr/bin NESTRUN_TRIXIE_BIN=$TRIXIE/root/usr/bin" ;;
   import) shift; import "$@" ;;
-  *) die "usage: $0 fetch|start|stop|status|env|import [IMAGE...]" ;;
+  *) die "usage: $0 fetch|fetch-trixie|start|stop|status|env|import [IMAGE...]" ;;
 esac

@@ -29,7 +29,7 @@ pub struct Facts {
     /// namespaces its spec joins by path) it joins instead of getting one of its own.
     pub pod_userns: Option<PathBuf>,
     /// A pod sandbox whose engine made its network namespace in the host's user namespace
-    /// (containerd 1.x): that namespace, whose interfaces move into the sandbox's own after
+    /// (containerd 1.x): that namespace, whose interfaces move into the sandbox's own during
     /// create (`host::podnet`).
     pub pod_net_from: Option<PathBuf>,
     /// Host uid and gid that container root maps to, and the size of the range.

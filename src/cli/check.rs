@@ -72,8 +72,6 @@ fn items() -> Vec<Item> {
         (None, false) => "cgroup2 without favordynmods".into(),
     };
     let env_mode = std::env::var("NESTRUN_MODE").ok();
-    // A pod sandbox's interfaces move into its own network namespace with iproute2 (host::podnet).
-    let ip = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("ip")).find(|f| f.is_file())).map(|f| f.display().to_string());
     // pure v2: delegation is probed for real; hybrid and v1 hosts delegate their v1 hierarchies
     let (deleg_ok, deleg) = match crate::host::cgroup::unified_mount() {
         Some(m) => match crate::host::cgroup::probe_v2_delegation(&m, 1 << 20) {
@@ -93,7 +91,6 @@ fn items() -> Vec<Item> {
         Item { name: "fast cgroup moves", ok: dynmods.is_some() || v1, required: false, detail: fast_moves, disables: "each container start and exec waits for an RCU grace period to join its cgroup (7-16 ms on a 2-CPU VM); mount the cgroup2 hierarchy with favordynmods" },
         Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },
         Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },
-        Item { name: "pod networking (CRI)", ok: ip.is_some(), required: false, detail: ip.clone().unwrap_or_else(|| "no `ip` (iproute2) in PATH".into()), disables: "pods on containerd 1.x: the sandbox cannot take over the network namespace CNI configured (its create fails); install iproute2" },
         Item { name: "NESTRUN_MODE", ok: env_mode.as_deref() != Some("plain"), required: false, detail: env_mode.clone().map(|m| format!("NESTRUN_MODE={m}")).unwrap_or_else(|| "unset: system containers unless io.nestrun.mode=plain".into()), disables: "every container without an io.nestrun.mode annotation runs as written: no user namespace, root is host root" },
         Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
         Item { name: "orphans", ok: orphans == 0, required: false, detail: if orphans == 0 { "none: every nestrun resource belongs to a live container".into() } else { format!("{orphans} resources of lost containers: see `nestrun gc`") }, disables: "their uid ranges, mounts and cgroups stay taken until `nestrun gc --force`" },

@@ -37,7 +37,8 @@ pub fn attach(pid: Pid, files: &[(PathBuf, PathBuf)]) -> Result<usize, HostError
         fds.push((unsafe { OwnedFd::from_raw_fd(fd as i32) }, d));
     }
     // SAFETY: the child only makes syscalls and exits; it never returns into Rust code that
-    // could touch locks held by other threads (nestrun is single-threaded here).
+    // could touch locks held by other threads (a pod sandbox's create moves its interfaces in
+    // a thread meanwhile: host::podnet; glibc's fork leaves malloc usable in the child).
     match unsafe { fork() }.map_err(super::sys("fork to enter", &ns_path))? {
         ForkResult::Child => {
             if setns(&ns, CloneFlags::CLONE_NEWNS).is_err() {

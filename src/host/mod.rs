@@ -9,6 +9,7 @@ pub mod netnspath;
 pub mod overlay;
 pub mod pod;
 pub mod podnet;
+pub mod rtnl;
 pub mod supervisor;
 
 use std::path::PathBuf;

@@ -14,15 +14,15 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::HostError;
 
-/// Bind the network namespace of `pid` at `engine_path` in place of the engine's. Should the
-/// new bind fail, the engine's namespace is bound there again (kept open meanwhile), so the
-/// path always names a namespace the engine can tear down.
-pub fn repoint(engine_path: &Path, pid: i32) -> Result<(), HostError> {
-    let ours = PathBuf::from(format!("/proc/{pid}/ns/net"));
+/// Bind the network namespace file `ours` (the pod's, e.g. `/proc/self/fd/N` of a descriptor
+/// checked to be it) at `engine_path` in place of the engine's. Should the new bind fail, the
+/// engine's namespace is bound there again (kept open meanwhile), so the path always names a
+/// namespace the engine can tear down.
+pub fn repoint(engine_path: &Path, ours: &Path) -> Result<(), HostError> {
     let old = std::fs::File::open(engine_path).map_err(super::io("open the engine's network namespace", engine_path))?;
     umount2(engine_path, MntFlags::MNT_DETACH).map_err(super::sys("unmount the engine's network namespace", engine_path))?;
     let bind = |src: &Path| mount(Some(src), engine_path, None::<&str>, MsFlags::MS_BIND, None::<&str>);
-    if let Err(e) = bind(&ours) {
+    if let Err(e) = bind(ours) {
         let back = PathBuf::from(format!("/proc/self/fd/{}", old.as_raw_fd()));
         if let Err(e2) = bind(&back) {
             tracing::error!(path = %engine_path.display(), "the engine's network namespace could not be bound again: {e2}");

@@ -127,46 +127,60 @@ fn create_in(
         Some((p, host_id)) => cgroup::prepare_named(p, host_id)?,
         None => Vec::new(),
     };
-    let t = crate::logging::step("libcontainer create");
-    let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(root)
-        .map_err(lc)?
-        .with_pid_file(args.pid_file.as_ref())
-        .map_err(lc)?
-        .with_console_socket(args.console_socket.as_ref())
-        .with_preserved_fds(args.preserve_fds)
-        .as_init(&bundle_for_lc)
-        .with_systemd(args.systemd_cgroup)
-        .with_detach(args.detach)
-        .with_no_pivot(args.no_pivot)
-        .with_extra_cgroup_procs(named)
-        .build()
-        .map_err(lc)?;
-    drop(t);
-    if let Some((facts, server)) = facts {
-        crate::host::idmap::detach_clones(facts.idmapped_sources.iter().map(|(_, clone)| clone.as_path()));
-        if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
-            cgroup::delegate(p, facts.host_id)?;
-        }
-        if let (Some(from), Some(pid)) = (facts.pod_net_from.as_ref(), container.pid()) {
-            let _t = crate::logging::step("adopt pod interfaces");
-            let plan = crate::host::podnet::adopt(from, pid.as_raw())?;
-            tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
-            // Best effort: without it only what the engine does in its own path later (CNI
-            // DEL/CHECK, port-forward) sees the empty namespace, as before.
-            if let Err(e) = crate::host::netnspath::repoint(from, pid.as_raw()) {
-                tracing::warn!("the engine's path to the pod's network namespace still names its own (port-forward will not reach the pod): {e}");
+    // A pod sandbox's interfaces move in a thread beside libcontainer's create and the attach of
+    // the emulated files (host::podnet: as soon as the init has its network namespace).
+    let pod_net = facts.as_ref().and_then(|(f, _)| f.pod_net_from.clone());
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let created = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<Container, LifecycleError> {
+        let moving = pod_net.as_ref().map(|from| {
+            let created = &created;
+            s.spawn(move || crate::host::podnet::adopt(from, pid_rx, created))
+        });
+        let t = crate::logging::step("libcontainer create");
+        let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(root)
+            .map_err(lc)?
+            .with_pid_file(args.pid_file.as_ref())
+            .map_err(lc)?
+            .with_console_socket(args.console_socket.as_ref())
+            .with_preserved_fds(args.preserve_fds)
+            .as_init(&bundle_for_lc)
+            .with_systemd(args.systemd_cgroup)
+            .with_detach(args.detach)
+            .with_no_pivot(args.no_pivot)
+            .with_extra_cgroup_procs(named)
+            .with_init_pid_channel(moving.is_some().then_some(pid_tx))
+            .build()
+            .map_err(lc);
+        created.store(true, std::sync::atomic::Ordering::Release);
+        drop(t);
+        let finish = |container: Container| -> Result<Container, LifecycleError> {
+            let Some((facts, server)) = facts else { return Ok(container) };
+            crate::host::idmap::detach_clones(facts.idmapped_sources.iter().map(|(_, clone)| clone.as_path()));
+            if let Some(p) = facts.cgroup_path.as_ref().filter(|p| p.is_absolute()) {
+                cgroup::delegate(p, facts.host_id)?;
+            }
+            super::fault_point("created");
+            if let Some(server) = server {
+                let _t = crate::logging::step("attach emulated files");
+                attach_proc_emulation(&container, server, rec)?;
+                shift_cover(root, sdir, rec)?;
+            }
+            super::fault_point("fuse");
+            Ok(container)
+        };
+        let done = built.and_then(finish);
+        if let Some(m) = moving {
+            let moved = m.join().map_err(|_| LifecycleError::Other { id: id.into(), msg: "moving the pod's interfaces panicked".into() })?;
+            // a failed create's own error first: the move's follows from it
+            if done.is_ok() {
+                let plan = moved?;
+                tracing::debug!(?plan, "pod interfaces moved into the sandbox's network namespace");
             }
         }
-        super::fault_point("created");
-        if let Some(server) = server {
-            let _t = crate::logging::step("attach emulated files");
-            attach_proc_emulation(&container, server, rec)?;
-            shift_cover(root, sdir, rec)?;
-        }
-        super::fault_point("fuse");
-    }
-    Ok(container)
+        done
+    })
 }
 
 /// Start the container's FUSE server without waiting for it, so its start-up overlaps the

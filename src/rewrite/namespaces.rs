@@ -36,7 +36,7 @@ pub fn rewrite(mut spec: Spec, facts: &Facts) -> Result<Spec, RewriteError> {
         return Err(RewriteError::HostNamespace("pid", "pid"));
     }
     // A pod sandbox gets a network namespace of its own, inside its user namespace; the
-    // interfaces of the engine's move into it after create (host::podnet).
+    // interfaces of the engine's move into it during create (host::podnet).
     if facts.pod_net_from.is_some() {
         for n in nss.iter_mut().filter(|n| n.typ() == T::Network) {
             n.set_path(None);

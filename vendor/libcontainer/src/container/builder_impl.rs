@@ -68,6 +68,8 @@ pub(super) struct ContainerBuilderImpl {
     pub process_label: Option<String>,
     /// nestrun patch 7: see `InitContainerBuilder::with_extra_cgroup_procs`.
     pub extra_cgroup_procs: Vec<PathBuf>,
+    /// nestrun patch 15: see `InitContainerBuilder::with_init_pid_channel`.
+    pub init_pid_tx: Option<std::sync::mpsc::Sender<i32>>,
 }
 
 impl ContainerBuilderImpl {
@@ -193,6 +195,7 @@ impl ContainerBuilderImpl {
             as_sibling: self.as_sibling,
             pid_file: self.pid_file.to_owned(),
             extra_cgroup_procs: self.extra_cgroup_procs.clone(),
+            init_pid_tx: self.init_pid_tx.take(),
         };
 
         let init_pid = process::container_main_process::container_main_process(&container_args)

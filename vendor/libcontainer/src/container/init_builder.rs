@@ -27,6 +27,8 @@ pub struct InitContainerBuilder {
     as_sibling: bool,
     // nestrun patch 7
     extra_cgroup_procs: Vec<PathBuf>,
+    // nestrun patch 15
+    init_pid_tx: Option<std::sync::mpsc::Sender<i32>>,
 }
 
 impl InitContainerBuilder {
@@ -41,6 +43,7 @@ impl InitContainerBuilder {
             no_pivot: false,
             as_sibling: false,
             extra_cgroup_procs: Vec::new(),
+            init_pid_tx: None,
         }
     }
 
@@ -72,6 +75,14 @@ impl InitContainerBuilder {
     /// cgroups, before any namespace is made, so the container is born there.
     pub fn with_extra_cgroup_procs(mut self, procs: Vec<PathBuf>) -> Self {
         self.extra_cgroup_procs = procs;
+        self
+    }
+
+    /// nestrun patch 15: the init's pid is sent here as soon as the main process knows it
+    /// (the intermediate process reported it), long before `build` returns; the sender is
+    /// dropped when `build` returns, so a receiver never waits past a failed create.
+    pub fn with_init_pid_channel(mut self, tx: Option<std::sync::mpsc::Sender<i32>>) -> Self {
+        self.init_pid_tx = tx;
         self
     }
 
@@ -145,6 +156,7 @@ impl InitContainerBuilder {
             sub_cgroup_path: None,
             process_label: None,
             extra_cgroup_procs: self.extra_cgroup_procs,
+            init_pid_tx: self.init_pid_tx,
         };
 
         builder_impl.create()?;

@@ -308,6 +308,7 @@ impl TenantContainerBuilder {
             sub_cgroup_path: self.sub_cgroup,
             process_label: self.process_label,
             extra_cgroup_procs: self.extra_cgroup_procs,
+            init_pid_tx: None,
         };
 
         let pid = builder_impl.create()?;

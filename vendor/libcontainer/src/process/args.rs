@@ -57,4 +57,6 @@ pub struct ContainerArgs {
     pub pid_file: Option<PathBuf>,
     /// nestrun patch 7: cgroup.procs files the intermediate process joins after its cgroups.
     pub extra_cgroup_procs: Vec<PathBuf>,
+    /// nestrun patch 15: where the main process sends the init's pid once it knows it.
+    pub init_pid_tx: Option<std::sync::mpsc::Sender<i32>>,
 }

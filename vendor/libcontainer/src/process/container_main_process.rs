@@ -163,6 +163,10 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // The intermediate process will send the init pid once it forks the init
     // process.  The intermediate process should exit after this point.
     let init_pid = intermediate_main_receiver.wait_for_intermediate_ready()?;
+    // nestrun patch 15: the caller may start its own work on the init (its namespaces) now.
+    if let Some(tx) = &container_args.init_pid_tx {
+        let _ = tx.send(init_pid.as_raw());
+    }
 
     // if file to write the pid to is specified, write pid of the child
     if let Some(pid_file) = &container_args.pid_file {
