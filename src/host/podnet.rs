@@ -4,10 +4,10 @@
 //! inner dockerd cannot make its bridge. nestrun gives the sandbox a network namespace of its
 //! own (made inside the pod's user namespace) and, during create (as soon as the init has that
 //! namespace), moves the interfaces CNI configured into it with their addresses and routes. Every app container joins
-//! `/proc/<sandbox pid>/ns/net`, i.e. the new namespace. The engine's namespace stays behind
-//! empty but for `lo`: CNI DEL finds no interface there (the bridge plugin takes that as
-//! done), releases the IP, and the host side of the veth pair goes when the pod's namespace
-//! does. All of it over rtnetlink in this process (`host::rtnl`): no `ip` to run.
+//! `/proc/<sandbox pid>/ns/net`, i.e. the new namespace. Then the engine's path to its own
+//! namespace is re-bound to the pod's (`host::netnspath`): CNI DEL/CHECK and port-forward find
+//! the pod's interfaces and listeners there, and the engine's emptied namespace goes. All of it
+//! over rtnetlink in this process (`host::rtnl`): no `ip` to run.
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
