@@ -94,11 +94,10 @@ fn ip_of(a: &netlink_packet_route::route::RouteAddress) -> Option<IpAddr> {
 /// did not make itself (an address's prefix route comes back with the address); IPv6 ones
 /// only when an IPv6 address moves too; direct routes first, as a gateway needs its own route.
 pub fn plan(links: &[LinkMessage], addrs: &[AddressMessage], routes: &[RouteMessage]) -> Plan {
-    let mut p = Plan::default();
-    p.links = links.iter().filter_map(|l| link_name(l).filter(|n| *n != "lo").map(|n| (l.header.index, n.to_string()))).collect();
-    let moved = |i: u32| p.links.iter().any(|(x, _)| *x == i);
-    p.addrs = addrs.iter().filter(|a| moved(a.header.index) && addr_of(a).is_some_and(|ip| !is_v6_link_local_or_multicast(&ip))).cloned().collect();
-    let v6 = p.addrs.iter().any(|a| a.header.family == AddressFamily::Inet6);
+    let links: Vec<(u32, String)> = links.iter().filter_map(|l| link_name(l).filter(|n| *n != "lo").map(|n| (l.header.index, n.to_string()))).collect();
+    let moved = |i: u32| links.iter().any(|(x, _)| *x == i);
+    let addrs: Vec<AddressMessage> = addrs.iter().filter(|a| moved(a.header.index) && addr_of(a).is_some_and(|ip| !is_v6_link_local_or_multicast(&ip))).cloned().collect();
+    let v6 = addrs.iter().any(|a| a.header.family == AddressFamily::Inet6);
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     for r in routes {
         let oif = r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
@@ -114,8 +113,8 @@ pub fn plan(links: &[LinkMessage], addrs: &[AddressMessage], routes: &[RouteMess
         let gw = r.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_)));
         if gw { via.push(r.clone()) } else { direct.push(r.clone()) }
     }
-    p.routes = direct.into_iter().chain(via).collect();
-    p
+    let routes = direct.into_iter().chain(via).collect();
+    Plan { links, addrs, routes }
 }
 
 /// The request that adds address `a` on link `index` (as `ip addr add` does: local, address,
