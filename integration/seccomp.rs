@@ -17,13 +17,7 @@ const EXPECTED: &str = "451 ENOSYS\n453 ENOSYS\n460 ENOSYS\n999 ENOSYS\n174 EPER
 /// integration/enosys.c built static into a fresh directory.
 pub(crate) fn probe_dir() -> TempDir {
     let dir = tempdir("enosys");
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/enosys.c");
-    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.path.join("enosys")).arg(&src).output();
-    match o {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!("cannot run gcc ({e}): apt-get install -y gcc libc6-dev"),
-    }
+    build_static("enosys.c", &dir.path, "enosys");
     dir
 }
 

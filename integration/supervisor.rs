@@ -10,13 +10,7 @@ use crate::util::*;
 /// integration/supervisor.c built static as `sv` into a fresh directory (bound at /t).
 pub fn probe_dir() -> TempDir {
     let dir = tempdir("sv");
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/supervisor.c");
-    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.path.join("sv")).arg(&src).output();
-    match o {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!("cannot run gcc ({e}): apt-get install -y gcc libc6-dev"),
-    }
+    build_static("supervisor.c", &dir.path, "sv");
     dir
 }
 

@@ -172,13 +172,7 @@ fn ctr_run(id: &str, extra: &[&str], script: &str) -> Out {
 
 /// integration/fusehello.c (a FUSE file system without libfuse), built static into `dir`.
 fn build_fusehello(dir: &std::path::Path) {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fusehello.c");
-    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.join("fusehello")).arg(&src).output();
-    match o {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),
-        Err(e) => panic!("cannot run gcc ({e}): apt-get install -y gcc libc6-dev"),
-    }
+    build_static("fusehello.c", dir, "fusehello");
 }
 
 /// `io.nestrun.dev.tun=true` / `io.nestrun.dev.fuse=true`: container root creates a tap device in

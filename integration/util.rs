@@ -181,6 +181,17 @@ impl Drop for TempDir {
     }
 }
 
+/// `integration/<c_file>` built static as `dir/<bin>` (a probe run inside containers).
+pub fn build_static(c_file: &str, dir: &Path, bin: &str) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration").join(c_file);
+    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.join(bin)).arg(&src).output();
+    match o {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("cannot run gcc ({e}): apt-get install -y gcc libc6-dev"),
+    }
+}
+
 pub fn tempdir(tag: &str) -> TempDir {
     static N: AtomicU32 = AtomicU32::new(0);
     // Not /tmp: may be tmpfs or noexec; a real disk under target/ works everywhere.

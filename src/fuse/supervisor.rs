@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime};
 
 use super::cgroup::{Cgroup, Memory, Mounts};
 use super::notify::{self, Notif, Reply};
-use super::render::sysinfo::{self as si, Host, Mem};
+use super::render::sysinfo::{self as si, Mem};
 use super::{caller, render};
 
 /// At most this many notify fds (filter loads: the init and execs whose processes still run).
@@ -186,7 +186,7 @@ impl Supervisor {
             return Reply::Gone;
         }
         let Some(host) = caller::host_sysinfo() else { return Reply::Continue };
-        let host = Host::from_libc(&host);
+        let host = si::Figures::from_libc(&host);
         let mut chosen = self.choose(&caller_cg);
         let age = self.age(pid, ns, &caller_cg);
         if self.figures(&chosen).memory.is_none() {

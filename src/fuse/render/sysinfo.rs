@@ -9,9 +9,10 @@ use std::mem::{offset_of, size_of};
 
 use super::meminfo::{swap_kb_of, MemStat, SwapInfo};
 
-/// The host's own `sysinfo(2)`, in bytes (`mem_unit` applied).
+/// `sysinfo(2)` figures in bytes (`mem_unit` applied): the host's own (`from_libc`) and the
+/// container's answer (`compute`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Host {
+pub struct Figures {
     pub uptime: i64,
     pub loads: [u64; 3],
     pub totalram: u64,
@@ -23,14 +24,14 @@ pub struct Host {
     pub procs: u16,
 }
 
-impl Host {
+impl Figures {
     /// From the kernel's struct (values scaled by its `mem_unit`). The conversions are no-ops
     /// on 64-bit targets only (`c_ulong`, `c_long` are 32 bits elsewhere).
     #[allow(clippy::useless_conversion)]
-    pub fn from_libc(s: &libc::sysinfo) -> Host {
+    pub fn from_libc(s: &libc::sysinfo) -> Figures {
         let unit = u64::from(s.mem_unit.max(1));
         let b = |v: libc::c_ulong| u64::from(v).saturating_mul(unit);
-        Host {
+        Figures {
             uptime: i64::from(s.uptime),
             loads: s.loads.map(u64::from),
             totalram: b(s.totalram),
@@ -53,35 +54,15 @@ pub struct Mem<'a> {
     pub stat: &'a MemStat,
 }
 
-/// The answer, in bytes (`mem_unit` 1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Answer {
-    pub uptime: i64,
-    pub loads: [u64; 3],
-    pub totalram: u64,
-    pub freeram: u64,
-    pub sharedram: u64,
-    pub bufferram: u64,
-    pub totalswap: u64,
-    pub freeswap: u64,
-    pub procs: u16,
-}
-
 /// The container's sysinfo. `mem`: None without a memory controller (the host's figures stay);
 /// `pids`: the container's task count; `age_s`: seconds since the container (the caller's pid
 /// namespace's init) started.
-pub fn compute(host: &Host, mem: Option<Mem>, pids: Option<u64>, age_s: f64) -> Answer {
-    let mut a = Answer {
+pub fn compute(host: &Figures, mem: Option<Mem>, pids: Option<u64>, age_s: f64) -> Figures {
+    let mut a = Figures {
         // The kernel rounds a partial second up.
         uptime: if age_s.is_finite() && age_s > 0.0 { age_s.ceil() as i64 } else { 0 },
-        loads: host.loads,
-        totalram: host.totalram,
-        freeram: host.freeram,
-        sharedram: host.sharedram,
-        bufferram: host.bufferram,
-        totalswap: host.totalswap,
-        freeswap: host.freeswap,
         procs: pids.map_or(host.procs, |p| p.clamp(1, u64::from(u16::MAX)) as u16),
+        ..*host
     };
     if let Some(m) = mem {
         // In kB, as meminfo::render computes MemTotal/MemFree, so both show the same numbers.
@@ -107,7 +88,7 @@ pub fn compute(host: &Host, mem: Option<Mem>, pids: Option<u64>, age_s: f64) -> 
 pub const SIZE: usize = size_of::<libc::sysinfo>();
 
 /// The answer laid out as the native `struct sysinfo`, padding zeroed.
-pub fn encode(a: &Answer) -> [u8; SIZE] {
+pub fn encode(a: &Figures) -> [u8; SIZE] {
     let mut out = [0u8; SIZE];
     let mut put = |off: usize, bytes: &[u8]| out[off..off + bytes.len()].copy_from_slice(bytes);
     let ul = |v: u64| (v as libc::c_ulong).to_ne_bytes();
@@ -192,8 +173,8 @@ pub fn parse_status(text: &str) -> Option<(i32, Vec<i32>)> {
 mod tests {
     use super::*;
 
-    fn host() -> Host {
-        Host {
+    fn host() -> Figures {
+        Figures {
             uptime: 22000,
             loads: [65536, 32768, 0],
             totalram: 24 << 30,
@@ -246,14 +227,14 @@ mod tests {
         let stat = MemStat::default();
         let a = compute(&host(), Some(Mem { limit: Some(256 << 20), usage: 0, swap: Some(SwapInfo { limit: Some(512 << 20), usage: 100 << 20 }), stat: &stat }), None, 1.0);
         assert_eq!((a.totalswap, a.freeswap), (512 << 20, 412 << 20));
-        let noswap = Host { totalswap: 0, freeswap: 0, ..host() };
+        let noswap = Figures { totalswap: 0, freeswap: 0, ..host() };
         let a = compute(&noswap, Some(Mem { limit: None, usage: 0, swap: Some(SwapInfo { limit: None, usage: 0 }), stat: &stat }), None, 1.0);
         assert_eq!((a.totalswap, a.freeswap), (0, 0));
     }
 
     #[test]
     fn encoding_is_the_native_struct() {
-        let a = Answer { uptime: 42, loads: [1, 2, 3], totalram: 4, freeram: 5, sharedram: 6, bufferram: 7, totalswap: 8, freeswap: 9, procs: 10 };
+        let a = Figures { uptime: 42, loads: [1, 2, 3], totalram: 4, freeram: 5, sharedram: 6, bufferram: 7, totalswap: 8, freeswap: 9, procs: 10 };
         let bytes = encode(&a);
         // SAFETY: `bytes` is SIZE bytes, the size of the plain-data struct read back.
         let s: libc::sysinfo = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -261,11 +242,11 @@ mod tests {
         assert_eq!([s.totalram, s.freeram, s.sharedram, s.bufferram, s.totalswap, s.freeswap, s.totalhigh, s.freehigh], [4, 5, 6, 7, 8, 9, 0, 0]);
         #[cfg(target_pointer_width = "64")]
         assert_eq!(SIZE, 112);
-        // The host's own struct round-trips through Host.
+        // The host's own struct round-trips through Figures.
         let mut own: libc::sysinfo = unsafe { std::mem::zeroed() };
         // SAFETY: a valid pointer to a sysinfo struct owned by this frame.
         assert_eq!(unsafe { libc::sysinfo(&mut own) }, 0);
-        let h = Host::from_libc(&own);
+        let h = Figures::from_libc(&own);
         assert!(h.totalram > 0 && h.totalram.is_multiple_of(1024));
     }
 
