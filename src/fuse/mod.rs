@@ -13,6 +13,7 @@ mod fdcache;
 mod files;
 mod fuser_fs;
 mod memory;
+mod mount_args;
 mod notify;
 mod process;
 pub mod render;
@@ -23,6 +24,7 @@ mod shift_ids;
 mod shift_io;
 mod shift_sys;
 pub mod supervisor;
+pub mod supervisor_mount;
 pub mod sysctl;
 mod uring;
 mod watch;
@@ -194,7 +196,12 @@ fn start_supervisor(fd: i32, sources: &files::Sources, cfg: &ServeConfig) {
     match supervisor::listener_from_fd(fd) {
         Ok(l) => supervisor::spawn(
             l,
-            supervisor::Context { cgroup_path: cfg.cgroup_path.clone(), mounts: sources.cgroup.mounts().clone(), start_time: cfg.start_time },
+            supervisor::Context {
+                cgroup_path: cfg.cgroup_path.clone(),
+                mounts: sources.cgroup.mounts().clone(),
+                start_time: cfg.start_time,
+                emulated: supervisor_mount::Emulated { root: cfg.mountpoint.clone(), files: emulated_files().into_iter().map(|(rel, _)| rel).collect() },
+            },
         ),
         Err(e) => tracing::error!("no syscall supervisor: {e}"),
     }

@@ -54,6 +54,8 @@ pub struct Context {
     pub mounts: Mounts,
     /// When the container was created: its uptime when no init is found for a caller.
     pub start_time: SystemTime,
+    /// The emulated files a new procfs or sysfs in the container gets (`supervisor_mount`).
+    pub emulated: super::supervisor_mount::Emulated,
 }
 
 /// The figures of one cgroup, read at most once per render tick.
@@ -172,7 +174,13 @@ impl Supervisor {
 
     /// Answer one notification (errors answering: the caller went away, nothing to do).
     pub fn answer(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) {
-        let reply = if n.arch == NATIVE_ARCH && i64::from(n.nr) == libc::SYS_sysinfo { self.sysinfo(fd, n) } else { Reply::Continue };
+        let reply = match i64::from(n.nr) {
+            _ if n.arch != NATIVE_ARCH => Reply::Continue,
+            libc::SYS_sysinfo => self.sysinfo(fd, n),
+            libc::SYS_mount => super::supervisor_mount::answer(&self.ctx.emulated, fd, n),
+            libc::SYS_umount2 => super::supervisor_mount::answer_umount(fd, n),
+            _ => Reply::Continue,
+        };
         if let Err(e) = notify::respond(fd, n.id, reply) {
             tracing::debug!(pid = n.pid, "answer to a trapped call: {e}");
         }

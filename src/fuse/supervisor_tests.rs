@@ -131,7 +131,12 @@ fn answers_sysinfo_from_the_cgroup_and_lets_other_calls_through() {
     let mounts = super::super::cgroup::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let cg = si::proc_cgroup_path(&own, "memory").unwrap().to_string();
-    let ctx = Context { cgroup_path: cg.clone(), mounts: mounts.clone(), start_time: SystemTime::now() - Duration::from_secs(100) };
+    let ctx = Context {
+        cgroup_path: cg.clone(),
+        mounts: mounts.clone(),
+        start_time: SystemTime::now() - Duration::from_secs(100),
+        emulated: crate::fuse::supervisor_mount::Emulated { root: "/nonexistent".into(), files: Vec::new() },
+    };
     spawn(listener, ctx);
 
     let seen = child(&sockaddr(&path), true);

@@ -5,6 +5,7 @@ pub mod chownfs;
 pub mod idmap;
 pub mod inject;
 pub mod mountinfo;
+pub mod nestedmount;
 pub mod netnspath;
 pub mod overlay;
 pub mod pod;

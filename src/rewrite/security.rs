@@ -88,11 +88,15 @@ pub fn relax(mut profile: LinuxSeccomp) -> LinuxSeccomp {
     let allow = LinuxSeccompAction::ScmpActAllow;
     let nested = syscall_rule(NESTED_SYSCALLS, allow, None);
     let mut rules: Vec<LinuxSyscall> = Vec::new();
+    // Our own rule from an earlier pass, maybe without the calls the supervisor traps.
+    let untrapped = |names: &[String]| -> Vec<String> { names.iter().filter(|n| !super::supervisor::TRAPPED.contains(&n.as_str())).cloned().collect() };
+    let ours = |r: &LinuxSyscall| r == &nested || (r.action() == allow && r.args().is_none() && untrapped(r.names()) == untrapped(nested.names()));
     for mut r in profile.syscalls().clone().unwrap_or_default() {
-        if r == nested {
+        if ours(&r) {
             continue;
         }
-        if r.action() != allow && r.args().as_ref().is_none_or(|a| a.is_empty()) {
+        // A NOTIFY rule (the supervisor's, from an earlier pass) lets its calls through.
+        if r.action() != allow && r.action() != LinuxSeccompAction::ScmpActNotify && r.args().as_ref().is_none_or(|a| a.is_empty()) {
             // An engine's explicit deny (podman denies setns, sethostname, ...) would override
             // our allow rule: take the nested calls out of it.
             let names: Vec<String> = r.names().iter().filter(|n| !NESTED_SYSCALLS.contains(&n.as_str())).cloned().collect();

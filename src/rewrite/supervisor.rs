@@ -1,7 +1,8 @@
-//! The container's syscall supervisor (issue 14's first slice): the seccomp profile traps
-//! `sysinfo(2)` with SCMP_ACT_NOTIFY, and `linux.seccomp.listenerPath` names the socket of the
-//! container's `fuse-serve` (`Facts::supervisor_socket`), which answers it from the caller's
-//! cgroup (`fuse::supervisor`). libcontainer loads one filter per process (the init and every
+//! The container's syscall supervisor (issue 14): the seccomp profile traps `sysinfo(2)`,
+//! `mount(2)` and `umount2(2)` with SCMP_ACT_NOTIFY, and `linux.seccomp.listenerPath` names the socket of the
+//! container's `fuse-serve` (`Facts::supervisor_socket`), which answers sysinfo from the
+//! caller's cgroup (`fuse::supervisor`) and performs new procfs and sysfs mounts with the
+//! emulated files over them (`fuse::supervisor_mount`; other mounts continue unchanged). libcontainer loads one filter per process (the init and every
 //! exec'd process) and sends each filter's notify fd there.
 //!
 //! - Only syscalls the profile lets through are trapped: an engine's deny (any non-allow rule
@@ -23,7 +24,7 @@ use super::RewriteError;
 use crate::facts::{Facts, Mode};
 
 /// The syscalls the supervisor answers.
-pub const TRAPPED: &[&str] = &["sysinfo"];
+pub const TRAPPED: &[&str] = &["sysinfo", "mount", "umount2"];
 
 fn lets_through(a: LinuxSeccompAction) -> bool {
     matches!(a, LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog | LinuxSeccompAction::ScmpActNotify)
@@ -143,8 +144,11 @@ mod tests {
     fn an_engines_deny_and_an_engines_listener_are_kept() {
         for p in [
             profile(LinuxSeccompAction::ScmpActErrno, vec![rule(&["read"], LinuxSeccompAction::ScmpActAllow)]),
-            profile(LinuxSeccompAction::ScmpActAllow, vec![rule(&["sysinfo"], LinuxSeccompAction::ScmpActErrno)]),
-            profile(LinuxSeccompAction::ScmpActErrno, vec![rule(&["sysinfo"], LinuxSeccompAction::ScmpActAllow), rule(&["sysinfo"], LinuxSeccompAction::ScmpActKill)]),
+            profile(LinuxSeccompAction::ScmpActAllow, vec![rule(&["sysinfo", "mount", "umount2"], LinuxSeccompAction::ScmpActErrno)]),
+            profile(
+                LinuxSeccompAction::ScmpActErrno,
+                vec![rule(&["sysinfo", "mount"], LinuxSeccompAction::ScmpActAllow), rule(&["sysinfo", "mount"], LinuxSeccompAction::ScmpActKill)],
+            ),
         ] {
             assert_eq!(trap(p.clone(), Path::new(SOCK)), p, "denied: {p:?}");
         }
@@ -159,7 +163,10 @@ mod tests {
         let out = rewrite(spec.clone(), &on()).unwrap();
         let p = out.linux().as_ref().unwrap().seccomp().clone().unwrap();
         assert_eq!(rules_naming(&p, "sysinfo"), [LinuxSeccompAction::ScmpActNotify]);
+        assert_eq!(rules_naming(&p, "mount"), [LinuxSeccompAction::ScmpActNotify], "the security step allows mount: trapped");
         assert_eq!(p.listener_path().as_deref(), Some(Path::new(SOCK)));
+        let again = rewrite(crate::rewrite::security::rewrite(out.clone(), &on()).unwrap(), &on()).unwrap();
+        assert_eq!(again, out, "both steps again: no change");
         assert_eq!(rewrite(spec.clone(), &facts()).unwrap(), spec, "no socket in the facts: no supervisor");
         let plain = Facts { mode: Mode::Plain, ..on() };
         assert_eq!(rewrite(spec.clone(), &plain).unwrap(), spec);
