@@ -25,6 +25,7 @@ mod leaks;
 mod docker;
 mod docker28;
 mod inner;
+mod nestedproc;
 mod nesting;
 mod podman;
 mod proc;

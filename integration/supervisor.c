@@ -8,6 +8,18 @@
  *                      "badptr ERRNO ERRNO ERRNO"
  *   sv bench N         N calls: "bench calls=N ns_per_call=N max_ns=N"
  *   sv flood SECONDS   calls sysinfo in a loop until the time is up: "flood calls=N errors=N"
+ *   sv mountloop N DIR FSTYPE
+ *                      N times mount(FSTYPE, DIR, FSTYPE, nosuid|nodev|noexec) then umount2(DIR, 0):
+ *                      "mountloop pairs=N ns_per_pair=N errors=N first=ERRNO|none"
+ *   sv mountflood SECONDS DIR
+ *                      procfs mount/umount pairs on DIR until the time is up: "mountflood pairs=N errors=N"
+ *   sv mountbad        mount(2) of a procfs with a target of 8192 bytes and no NUL, one that runs
+ *                      into an unreadable page, an unmapped fstype and a NULL target:
+ *                      "mountbad ERRNO ERRNO ERRNO ERRNO"
+ *   sv race DIR TARGET SECONDS
+ *                      a child swaps DIR (a directory) with a symlink to TARGET as fast as it can
+ *                      (renameat2 RENAME_EXCHANGE) while procfs is mounted on DIR and lazily
+ *                      unmounted in a loop: "race mounts=N ok=N"
  * ERRNO is a name (ENOSYS, EBUSY, EFAULT, ...). */
 #include <errno.h>
 #include <linux/filter.h>
@@ -16,7 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
@@ -31,6 +48,9 @@ static const char *ename(int e) {
     case EPERM: return "EPERM";
     case EACCES: return "EACCES";
     case EINVAL: return "EINVAL";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
     default: return "other";
     }
 }
@@ -126,6 +146,76 @@ static int flood(long secs) {
     return 0;
 }
 
+static const unsigned long NEW = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+static int mountloop(long n, const char *dir, const char *fs) {
+    long errors = 0;
+    int first = 0;
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (mount(fs, dir, fs, NEW, NULL) != 0 || umount2(dir, 0) != 0) {
+            if (!errors++)
+                first = errno;
+        }
+    }
+    printf("mountloop pairs=%ld ns_per_pair=%lld errors=%ld first=%s\n", n, (now_ns() - start) / (n ? n : 1), errors, errors ? ename(first) : "none");
+    return 0;
+}
+
+static int mountflood(long secs, const char *dir) {
+    long pairs = 0, errors = 0;
+    long long end = now_ns() + secs * 1000000000LL;
+    while (now_ns() < end) {
+        if (mount("proc", dir, "proc", NEW, NULL) != 0 || umount2(dir, 0) != 0)
+            errors++;
+        pairs++;
+    }
+    printf("mountflood pairs=%ld errors=%ld\n", pairs, errors);
+    return 0;
+}
+
+static int mountbad(void) {
+    long pg = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED || mprotect(m + 2 * pg, pg, PROT_NONE) != 0)
+        return 1;
+    memset(m, 'a', 2 * pg);
+    int e[4];
+    e[0] = mount("proc", m, "proc", NEW, NULL) ? errno : 0;           /* 8192 bytes, no NUL */
+    e[1] = mount("proc", m + 2 * pg - 64, "proc", NEW, NULL) ? errno : 0; /* runs into PROT_NONE */
+    e[2] = mount("proc", "/tmp", m + 2 * pg, NEW, NULL) ? errno : 0;  /* fstype unreadable */
+    e[3] = syscall(SYS_mount, "proc", NULL, "proc", NEW, NULL) ? errno : 0;
+    printf("mountbad %s %s %s %s\n", ename(e[0]), ename(e[1]), ename(e[2]), ename(e[3]));
+    return 0;
+}
+
+static int race(const char *dir, const char *target, long secs) {
+    char alt[4096];
+    snprintf(alt, sizeof alt, "%s.alt", dir);
+    mkdir(dir, 0755);
+    unlink(alt);
+    if (symlink(target, alt) != 0)
+        return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;)
+            syscall(SYS_renameat2, AT_FDCWD, dir, AT_FDCWD, alt, 2 /* RENAME_EXCHANGE */);
+    }
+    long mounts = 0, okc = 0;
+    long long end = now_ns() + secs * 1000000000LL;
+    while (now_ns() < end) {
+        mounts++;
+        if (mount("proc", dir, "proc", NEW, NULL) == 0) {
+            okc++;
+            umount2(dir, MNT_DETACH);
+        }
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    printf("race mounts=%ld ok=%ld\n", mounts, okc);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *cmd = argc > 1 ? argv[1] : "info";
@@ -140,6 +230,14 @@ int main(int argc, char **argv) {
         return bench(n);
     if (!strcmp(cmd, "flood"))
         return flood(n);
-    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS\n");
+    if (!strcmp(cmd, "mountloop") && argc > 4)
+        return mountloop(n, argv[3], argv[4]);
+    if (!strcmp(cmd, "mountflood") && argc > 3)
+        return mountflood(n, argv[3]);
+    if (!strcmp(cmd, "mountbad"))
+        return mountbad();
+    if (!strcmp(cmd, "race") && argc > 4)
+        return race(argv[2], argv[3], strtol(argv[4], NULL, 10));
+    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
     return 2;
 }

@@ -16,9 +16,7 @@
 //! The new mount API (`fsopen("proc")` + `fsmount` + `move_mount`) is not trapped: a procfs
 //! made that way shows the kernel's files (runc, containerd, docker, unshare and nspawn use
 //! mount(2) for these).
-use std::fs::File;
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,19 +38,30 @@ pub struct Emulated {
     pub files: Vec<PathBuf>,
 }
 
+/// Reads the caller's memory as the kernel's own copy from it would (`process_vm_readv`: only
+/// readable mappings, unlike /proc/<pid>/mem, which also reads PROT_NONE pages).
+struct Mem(i32);
+
+impl Mem {
+    fn read_at(&self, buf: &mut [u8], addr: u64) -> Option<usize> {
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: `local` covers `buf`; the kernel checks `remote` against the caller's mappings.
+        let n = unsafe { libc::process_vm_readv(self.0, &local, 1, &remote, 1, 0) };
+        (n > 0).then_some(n as usize)
+    }
+}
+
 /// The bytes before the NUL of the string at `addr` in the caller's memory, at most `max` of
-/// them with the NUL; read a page at a time (a string ending before an unmapped page is fine).
+/// them with the NUL; read a page at a time (a string ending before an unreadable page is fine).
 /// Errors: EFAULT (unreadable), ENAMETOOLONG (no NUL in `max` bytes).
-fn read_str(mem: &File, addr: u64, max: usize) -> Result<Vec<u8>, i32> {
+fn read_str(read: impl Fn(&mut [u8], u64) -> Option<usize>, addr: u64, max: usize) -> Result<Vec<u8>, i32> {
     let mut out = Vec::new();
     let mut at = addr;
     while out.len() < max {
         let room = (PAGE - (at as usize % PAGE)).min(max - out.len());
         let mut buf = vec![0u8; room];
-        let n = match mem.read_at(&mut buf, at) {
-            Ok(n) if n > 0 => n,
-            _ => return Err(libc::EFAULT),
-        };
+        let n = read(&mut buf, at).ok_or(libc::EFAULT)?;
         if let Some(i) = buf[..n].iter().position(|b| *b == 0) {
             out.extend_from_slice(&buf[..i]);
             return Ok(out);
@@ -71,8 +80,8 @@ pub fn answer(em: &Emulated, fd: BorrowedFd, n: &Notif) -> Reply {
         return Reply::Continue;
     }
     let pid = n.pid as i32;
-    let Ok(mem) = File::open(format!("/proc/{pid}/mem")) else { return Reply::Continue };
-    let Some(fs) = read_str(&mem, fstype, 8).ok().and_then(|t| FsType::parse(&t)) else { return Reply::Continue };
+    let mem = Mem(pid);
+    let Some(fs) = read_str(|b, a| mem.read_at(b, a), fstype, 8).ok().and_then(|t| FsType::parse(&t)) else { return Reply::Continue };
     match prepare(em, pid, &mem, fs, (source, target, data), (attrs, read_only)) {
         Some((caller, req)) => {
             if !notify::id_valid(fd, n.id) {
@@ -127,8 +136,8 @@ pub fn answer_umount(fd: BorrowedFd, n: &Notif) -> Reply {
 /// The caller and the emulated files over the procfs or sysfs mount at `target` (resolved in
 /// the caller's root), if it has any.
 fn overlays_under(pid: i32, target: u64) -> Option<(Caller, Vec<std::ffi::CString>)> {
-    let mem = File::open(format!("/proc/{pid}/mem")).ok()?;
-    let path = read_str(&mem, target, PATH_MAX).ok()?;
+    let mem = Mem(pid);
+    let path = read_str(|b, a| mem.read_at(b, a), target, PATH_MAX).ok()?;
     if path.first() != Some(&b'/') {
         return None;
     }
@@ -143,10 +152,11 @@ fn overlays_under(pid: i32, target: u64) -> Option<(Caller, Vec<std::ffi::CStrin
 
 /// Read the rest of the caller's arguments and open what the helper needs; None: let the
 /// kernel have it.
-fn prepare(em: &Emulated, pid: i32, mem: &File, fs: FsType, (source, target, data): (u64, u64, u64), (attrs, read_only): (u64, bool)) -> Option<(Caller, Request)> {
-    let target = read_str(mem, target, PATH_MAX).ok()?;
-    let source = if source == 0 { None } else { Some(read_str(mem, source, PATH_MAX).ok()?) };
-    let options = if data == 0 { Vec::new() } else { args::options(&read_str(mem, data, PAGE).ok()?)? };
+fn prepare(em: &Emulated, pid: i32, mem: &Mem, fs: FsType, (source, target, data): (u64, u64, u64), (attrs, read_only): (u64, bool)) -> Option<(Caller, Request)> {
+    let read = |b: &mut [u8], a: u64| mem.read_at(b, a);
+    let target = read_str(read, target, PATH_MAX).ok()?;
+    let source = if source == 0 { None } else { Some(read_str(read, source, PATH_MAX).ok()?) };
+    let options = if data == 0 { Vec::new() } else { args::options(&read_str(read, data, PAGE).ok()?)? };
     let target = match args::own_fd(&target) {
         Some(n) => Target::Fd(nm::caller_fd(pid, n).ok()?),
         None => Target::Path(std::ffi::CString::new(target).ok()?),
@@ -173,6 +183,9 @@ fn prepare(em: &Emulated, pid: i32, mem: &File, fs: FsType, (source, target, dat
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
     use super::*;
 
     #[test]
@@ -183,12 +196,18 @@ mod tests {
         bytes[PAGE - 2..PAGE + 3].copy_from_slice(b"ab/c\0");
         std::fs::write(&dir, &bytes).unwrap();
         let f = File::open(&dir).unwrap();
-        assert_eq!(read_str(&f, 10, 8).unwrap(), b"proc");
-        assert_eq!(read_str(&f, PAGE as u64 - 2, PATH_MAX).unwrap(), b"ab/c", "across a page");
-        assert_eq!(read_str(&f, 0, 8), Err(libc::ENAMETOOLONG));
-        assert_eq!(read_str(&f, PAGE as u64 + 4, PATH_MAX), Err(libc::ENAMETOOLONG), "no NUL in PATH_MAX bytes");
-        assert_eq!(read_str(&f, 3 * PAGE as u64 - 1, PATH_MAX), Err(libc::EFAULT), "runs off the end");
-        assert_eq!(read_str(&f, 10 * PAGE as u64, 8), Err(libc::EFAULT));
+        let f = |b: &mut [u8], a: u64| f.read_at(b, a).ok().filter(|n| *n > 0);
+        assert_eq!(read_str(f, 10, 8).unwrap(), b"proc");
+        assert_eq!(read_str(f, PAGE as u64 - 2, PATH_MAX).unwrap(), b"ab/c", "across a page");
+        assert_eq!(read_str(f, 0, 8), Err(libc::ENAMETOOLONG));
+        assert_eq!(read_str(f, PAGE as u64 + 4, PATH_MAX), Err(libc::ENAMETOOLONG), "no NUL in PATH_MAX bytes");
+        assert_eq!(read_str(f, 3 * PAGE as u64 - 1, PATH_MAX), Err(libc::EFAULT), "runs off the end");
+        assert_eq!(read_str(f, 10 * PAGE as u64, 8), Err(libc::EFAULT));
         std::fs::remove_file(&dir).unwrap();
+        // This process's own memory, as the supervisor reads a caller's.
+        let own = b"sysfs\0".to_vec();
+        let me = Mem(std::process::id() as i32);
+        assert_eq!(read_str(|b, a| me.read_at(b, a), own.as_ptr() as u64, 8).unwrap(), b"sysfs");
+        assert_eq!(read_str(|b, a| me.read_at(b, a), 8, 8), Err(libc::EFAULT), "an unmapped address");
     }
 }
