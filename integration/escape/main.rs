@@ -30,6 +30,7 @@ mod host;
 mod judge;
 mod scenarios;
 mod supervisor;
+mod supervisor_mount;
 mod window;
 
 use scenarios::{dind, init_and_exec};
@@ -75,7 +76,16 @@ fn ok(c: Command) -> String {
 
 fn d(args: &[&str]) -> Command {
     let mut c = docker();
-    c.args(args);
+    // By hand beside someone else's test dockerd (see integration/util.rs `docker_cmd`).
+    let other = std::env::var("NESTRUN_TEST_DOCKER_RUNTIME").ok();
+    let mut prev = "";
+    for a in args {
+        c.arg(match other.as_deref() {
+            Some(o) if *a == "nested" && prev == "--runtime" => o,
+            _ => a,
+        });
+        prev = a;
+    }
     c
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::{d, name, ok, run, skip, Container, BUSYBOX};
 
 /// integration/supervisor.c built static as `sv` in a directory of its own (bound at /t).
-fn probe_dir() -> &'static PathBuf {
+pub(super) fn probe_dir() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("nestrun-escape-sv-{}", std::process::id()));
@@ -25,7 +25,7 @@ fn probe_dir() -> &'static PathBuf {
 }
 
 /// A running busybox container with -m 256m and the probe at /t (and `extra` docker flags).
-fn start(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
+pub(super) fn start(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
     let c = Container(name(tag));
     let vol = format!("{}:/t:ro", probe_dir().display());
     let mut args = vec!["run", "-d", "--runtime", "nested", "-m", "256m", "-v", &vol, "--name", &c.0];
@@ -36,14 +36,14 @@ fn start(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
     c
 }
 
-fn exec(c: &Container, cmd: &[&str]) -> String {
+pub(super) fn exec(c: &Container, cmd: &[&str]) -> String {
     let mut args = vec!["exec", c.0.as_str()];
     args.extend_from_slice(cmd);
     ok(d(&args))
 }
 
 /// Host pid of the container's `fuse-serve`.
-fn server_of(c: &Container) -> i32 {
+pub(super) fn server_of(c: &Container) -> i32 {
     let id = ok(d(&["inspect", "-f", "{{.Id}}", &c.0])).trim().to_string();
     let found = std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|p| {
         std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
@@ -54,13 +54,13 @@ fn server_of(c: &Container) -> i32 {
     found.unwrap_or_else(|| panic!("no fuse-serve for {}", c.0))
 }
 
-fn rss_kb(pid: i32) -> u64 {
+pub(super) fn rss_kb(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 /// Host pids of the container's processes named `comm`.
-fn pids_named(c: &Container, comm: &str) -> Vec<i32> {
+pub(super) fn pids_named(c: &Container, comm: &str) -> Vec<i32> {
     let id = ok(d(&["inspect", "-f", "{{.Id}}", &c.0])).trim().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -71,11 +71,11 @@ fn pids_named(c: &Container, comm: &str) -> Vec<i32> {
         .collect()
 }
 
-fn field(line: &str, key: &str) -> u64 {
+pub(super) fn field(line: &str, key: &str) -> u64 {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if f() {
