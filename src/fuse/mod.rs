@@ -200,7 +200,7 @@ fn start_supervisor(fd: i32, sources: &files::Sources, cfg: &ServeConfig) {
                 cgroup_path: cfg.cgroup_path.clone(),
                 mounts: sources.cgroup.mounts().clone(),
                 start_time: cfg.start_time,
-                emulated: supervisor_mount::Emulated { root: cfg.mountpoint.clone(), files: emulated_files().into_iter().map(|(rel, _)| rel).collect() },
+                emulated: supervisor_mount::Emulated::new(cfg.mountpoint.clone(), emulated_files().into_iter().map(|(rel, _)| rel).collect()),
             },
         ),
         Err(e) => tracing::error!("no syscall supervisor: {e}"),

@@ -177,7 +177,7 @@ impl Supervisor {
         let reply = match i64::from(n.nr) {
             _ if n.arch != NATIVE_ARCH => Reply::Continue,
             libc::SYS_sysinfo => self.sysinfo(fd, n),
-            libc::SYS_mount => super::supervisor_mount::answer(&self.ctx.emulated, fd, n),
+            libc::SYS_mount => super::supervisor_mount::answer(&mut self.ctx.emulated, fd, n),
             libc::SYS_umount2 => super::supervisor_mount::answer_umount(fd, n),
             _ => Reply::Continue,
         };

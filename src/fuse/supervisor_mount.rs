@@ -16,7 +16,8 @@
 //! The new mount API (`fsopen("proc")` + `fsmount` + `move_mount`) is not trapped: a procfs
 //! made that way shows the kernel's files (runc, containerd, docker, unshare and nspawn use
 //! mount(2) for these).
-use std::os::fd::BorrowedFd;
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,12 +31,29 @@ const PATH_MAX: usize = 4096;
 const PAGE: usize = 4096;
 
 /// Where the emulated files come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Emulated {
     /// The FUSE server's mountpoint on the host.
     pub root: PathBuf,
     /// Every emulated file, relative to it (`fuse::emulated_files`).
     pub files: Vec<PathBuf>,
+    /// A detached clone of each, made at the first mount; each mount gets clones of these.
+    pub masters: HashMap<PathBuf, OwnedFd>,
+}
+
+impl Emulated {
+    pub fn new(root: PathBuf, files: Vec<PathBuf>) -> Self {
+        Emulated { root, files, masters: HashMap::new() }
+    }
+
+    /// A detached clone of emulated file `rel`, to attach once.
+    fn clone_of(&mut self, rel: &std::path::Path) -> Option<OwnedFd> {
+        if !self.masters.contains_key(rel) {
+            let master = nm::clone_tree(&self.root.join(rel)).map_err(|e| tracing::warn!("clone {}: {e}", rel.display())).ok()?;
+            self.masters.insert(rel.to_path_buf(), master);
+        }
+        nm::clone_again(&self.masters[rel]).map_err(|e| tracing::warn!("clone {}: {e}", rel.display())).ok()
+    }
 }
 
 /// Reads the caller's memory as the kernel's own copy from it would (`process_vm_readv`: only
@@ -73,7 +91,7 @@ fn read_str(read: impl Fn(&mut [u8], u64) -> Option<usize>, addr: u64, max: usiz
 }
 
 /// Answer a trapped mount(2).
-pub fn answer(em: &Emulated, fd: BorrowedFd, n: &Notif) -> Reply {
+pub fn answer(em: &mut Emulated, fd: BorrowedFd, n: &Notif) -> Reply {
     let [source, target, fstype, flags, data, _] = n.args;
     let Some((attrs, read_only)) = args::attrs(flags) else { return Reply::Continue };
     if target == 0 || fstype == 0 {
@@ -152,7 +170,7 @@ fn overlays_under(pid: i32, target: u64) -> Option<(Caller, Vec<std::ffi::CStrin
 
 /// Read the rest of the caller's arguments and open what the helper needs; None: let the
 /// kernel have it.
-fn prepare(em: &Emulated, pid: i32, mem: &Mem, fs: FsType, (source, target, data): (u64, u64, u64), (attrs, read_only): (u64, bool)) -> Option<(Caller, Request)> {
+fn prepare(em: &mut Emulated, pid: i32, mem: &Mem, fs: FsType, (source, target, data): (u64, u64, u64), (attrs, read_only): (u64, bool)) -> Option<(Caller, Request)> {
     let read = |b: &mut [u8], a: u64| mem.read_at(b, a);
     let target = read_str(read, target, PATH_MAX).ok()?;
     let source = if source == 0 { None } else { Some(read_str(read, source, PATH_MAX).ok()?) };
@@ -165,10 +183,7 @@ fn prepare(em: &Emulated, pid: i32, mem: &Mem, fs: FsType, (source, target, data
     let overlays = fs
         .overlays(&em.files)
         .into_iter()
-        .filter_map(|(rel, dest)| {
-            let clone = nm::clone_tree(&em.root.join(&rel)).map_err(|e| tracing::warn!("clone {}: {e}", rel.display())).ok()?;
-            Some((clone, std::ffi::CString::new(dest.into_os_string().into_encoded_bytes()).ok()?))
-        })
+        .filter_map(|(rel, dest)| Some((em.clone_of(&rel)?, std::ffi::CString::new(dest.into_os_string().into_encoded_bytes()).ok()?)))
         .collect();
     let fstype = match fs {
         FsType::Proc => c"proc",

@@ -135,7 +135,7 @@ fn answers_sysinfo_from_the_cgroup_and_lets_other_calls_through() {
         cgroup_path: cg.clone(),
         mounts: mounts.clone(),
         start_time: SystemTime::now() - Duration::from_secs(100),
-        emulated: crate::fuse::supervisor_mount::Emulated { root: "/nonexistent".into(), files: Vec::new() },
+        emulated: crate::fuse::supervisor_mount::Emulated::new("/nonexistent".into(), Vec::new()),
     };
     spawn(listener, ctx);
 

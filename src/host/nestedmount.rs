@@ -5,8 +5,8 @@
 //!
 //! A helper process does it, forked from the FUSE server, never with more privilege than the
 //! caller has:
-//! - it enters the caller's pid namespace (a procfs shows the pid namespace of its mounter: a
-//!   second fork puts the helper in it), network namespace (a sysfs shows its mounter's), mount
+//! - it is forked into the caller's pid namespace (a procfs shows the pid namespace of its
+//!   mounter), then enters its network namespace (a sysfs shows its mounter's), mount
 //!   namespace and user namespace, then the caller's root and working directory;
 //! - it takes the caller's fs uid and gid (as the caller's user namespace maps them), no
 //!   supplementary groups, and exactly the caller's effective, permitted and inheritable
@@ -137,6 +137,18 @@ pub fn procfs_mount_root(pid: i32, path: &[u8]) -> Option<u64> {
     (r == 0 && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0 && st.stx_mask & libc::STATX_MNT_ID != 0).then_some(st.stx_mnt_id)
 }
 
+/// A detached copy of the detached mount `fd` (a clone made once is cloned for each use: no
+/// path lookup into the FUSE server each time).
+pub fn clone_again(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: open_tree on our descriptor with an empty path.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32 | libc::O_CLOEXEC as u32) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a new descriptor this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
 /// A descriptor of process `pid`'s (a thread's) descriptor `n`.
 pub fn caller_fd(pid: i32, n: i32) -> Result<OwnedFd, Errno> {
     const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
@@ -175,18 +187,34 @@ pub fn unmount_for(caller: &Caller, paths: &[CString], timeout: Duration) -> Res
 /// longer than `timeout` (a path on a file system whose server does not answer) is killed:
 /// EIO then.
 fn run_as(caller: &Caller, timeout: Duration, act: &dyn Fn() -> Result<(), Errno>) -> Result<(), Errno> {
+    // A procfs shows its mounter's pid namespace: this thread's children go to the caller's
+    // for this one fork, then back to this process's own (an ancestor of every container's).
+    let own = open("/proc/self/ns/pid", libc::O_RDONLY).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    // SAFETY: setns of this thread's pid namespace for children; plain syscall.
+    check(unsafe { libc::setns(caller.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) } as libc::c_long)?;
     // SAFETY: the child only makes syscalls and exits (see `become_caller`); glibc's fork
     // leaves malloc usable in the child, and nothing it calls takes a lock another thread may
     // hold.
     let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(Errno::last());
-    }
     if child == 0 {
-        // SAFETY: only syscalls, then _exit.
-        unsafe { libc::_exit(in_pid_ns(caller, act)) };
+        unsafe {
+            // Dies with the supervisor thread; the caller's user namespace cannot ptrace it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        }
+        let code = match become_caller(caller).and_then(|()| act()) {
+            Ok(()) => 0,
+            Err(e) => e as i32,
+        };
+        // SAFETY: only syscalls were made; exit without running this process's destructors.
+        unsafe { libc::_exit(code) };
     }
-    wait(child, timeout)
+    let forked = if child < 0 { Err(Errno::last()) } else { Ok(child) };
+    // SAFETY: as above.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        tracing::error!("cannot return to the own pid namespace: {}", Errno::last());
+    }
+    wait(forked?, timeout)
 }
 
 /// Wait for `child` at most `timeout`; its exit code is an errno (0: done).
@@ -204,7 +232,6 @@ fn wait(child: libc::pid_t, timeout: Duration) -> Result<(), Errno> {
         };
         unsafe { libc::close(pidfd as RawFd) };
         if !ready {
-            // Its own helper child dies with it (PR_SET_PDEATHSIG).
             unsafe { libc::kill(child, libc::SIGKILL) };
         }
     }
@@ -221,40 +248,6 @@ fn wait(child: libc::pid_t, timeout: Duration) -> Result<(), Errno> {
         }
     } else {
         Err(Errno::EIO)
-    }
-}
-
-/// The first helper: enters the caller's pid namespace, forks the second (the first process
-/// of this one there), returns the second's exit code.
-fn in_pid_ns(caller: &Caller, act: &dyn Fn() -> Result<(), Errno>) -> i32 {
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
-    }
-    if unsafe { libc::setns(caller.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-        return Errno::last() as i32;
-    }
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Errno::last() as i32;
-    }
-    if child == 0 {
-        let code = match become_caller(caller).and_then(|()| act()) {
-            Ok(()) => 0,
-            Err(e) => e as i32,
-        };
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    while unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
-        if Errno::last() != Errno::EINTR {
-            return libc::EIO;
-        }
-    }
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        libc::EIO
     }
 }
 
@@ -283,8 +276,6 @@ struct CapData {
 /// Become the caller: namespaces, root, cwd, ids, capabilities.
 fn become_caller(caller: &Caller) -> Result<(), Errno> {
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
         // The host's supplementary groups must not come along (done while still able to).
         check(libc::setgroups(0, std::ptr::null()) as libc::c_long)?;
         for (fd, t) in [(&caller.net_ns, libc::CLONE_NEWNET), (&caller.mnt_ns, libc::CLONE_NEWNS), (&caller.user_ns, libc::CLONE_NEWUSER)] {
