@@ -18,7 +18,7 @@ fn host_procfs_mounts() -> Vec<String> {
 }
 
 fn is_procfs(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == PROC_SUPER_MAGIC)
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == PROC_SUPER_MAGIC)
 }
 
 /// Processes whose parent is `pid` (the supervisor's helpers, if any were left).
