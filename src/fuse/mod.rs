@@ -15,6 +15,7 @@ mod fuser_fs;
 mod memory;
 mod notify;
 mod process;
+mod reader;
 pub mod render;
 mod server;
 mod shift;

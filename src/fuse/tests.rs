@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::*;
 
-fn can_mount() -> bool {
+pub(super) fn can_mount() -> bool {
     if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
         crate::skip_log::skip("root", "fuse mount test", "needs root and /dev/fuse");
         return false;
@@ -33,35 +33,51 @@ fn mounted(path: &Path) -> bool {
 }
 
 /// A cgroup created in every cgroup hierarchy mounted here, removed on drop.
-struct TestCgroup {
-    name: String,
+pub(super) struct TestCgroup {
+    pub name: String,
     dirs: Vec<PathBuf>,
-    memory_limited: bool,
+    pub memory_limited: bool,
+    /// The files of `with` written (in some hierarchy).
+    pub written: Vec<String>,
 }
 
 impl TestCgroup {
     fn new() -> Self {
-        let name = format!("nestrun-fusetest-{}", std::process::id());
+        Self::with(&format!("nestrun-fusetest-{}", std::process::id()), &[("memory.limit_in_bytes", "268435456"), ("memory.max", "268435456")])
+    }
+
+    /// Cgroup `name` (a path below the roots) with the `files` that exist written; the memory
+    /// limit files count for `memory_limited`.
+    pub(super) fn with(name: &str, files: &[(&str, &str)]) -> Self {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mut dirs = Vec::new();
         let mut memory_limited = false;
+        let mut written = Vec::new();
         for line in info.lines() {
             let Some((l, r)) = line.split_once(" - ") else { continue };
             if !(r.starts_with("cgroup ") || r.starts_with("cgroup2 ")) {
                 continue;
             }
-            let dir = Path::new(l.split(' ').nth(4).unwrap()).join(&name);
+            let dir = Path::new(l.split(' ').nth(4).unwrap()).join(name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
-            for (file, value) in [("memory.limit_in_bytes", "268435456"), ("memory.max", "268435456")] {
+            for (file, value) in files {
                 if dir.join(file).exists() && std::fs::write(dir.join(file), value).is_ok() {
-                    memory_limited = true;
+                    memory_limited |= file.starts_with("memory.");
+                    written.push(file.to_string());
                 }
             }
             dirs.push(dir);
         }
-        TestCgroup { name, dirs, memory_limited }
+        TestCgroup { name: name.to_string(), dirs, memory_limited, written }
+    }
+
+    /// Moves process `pid` into this cgroup, in every hierarchy.
+    pub(super) fn add(&self, pid: u32) {
+        for d in &self.dirs {
+            let _ = std::fs::write(d.join("cgroup.procs"), pid.to_string());
+        }
     }
 
     fn remove(&mut self) {
@@ -371,12 +387,13 @@ fn bench_render() {
         init_pid: Some(std::process::id() as i32),
         files: Default::default(),
     };
+    let scope = files::Scope { memory: &sources.cgroup, cpu: &sources.cgroup, start: None };
     let n = 5000;
     for &(name, kind) in files::FILES {
         let mut t: Vec<f64> = (0..n)
             .map(|_| {
                 let s = std::time::Instant::now();
-                let out = sources.render(kind).unwrap();
+                let out = sources.render(kind, &scope).unwrap();
                 std::hint::black_box(out);
                 s.elapsed().as_secs_f64() * 1e6
             })
