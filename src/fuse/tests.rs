@@ -80,6 +80,12 @@ impl TestCgroup {
         }
     }
 
+    /// Runs `sh -c script` in this cgroup (it moves itself in first).
+    pub(super) fn run(&self, script: &str) -> std::process::Output {
+        let script = format!("for d in \"$@\"; do echo $$ > \"$d/cgroup.procs\"; done; {script}");
+        std::process::Command::new("/bin/sh").arg("-c").arg(script).arg("sh").args(&self.dirs).output().unwrap()
+    }
+
     fn remove(&mut self) {
         for d in self.dirs.drain(..) {
             let _ = std::fs::remove_dir(&d);
@@ -214,6 +220,7 @@ fn spawn_read_write_stop(uring: bool) {
     }
     let md = std::fs::metadata(mnt.join("proc/meminfo")).unwrap();
     assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o444, 0));
+    reader_in_a_limited_child(&cg, &mnt);
     let md = std::fs::metadata(mnt.join("proc/sys/vm/overcommit_memory")).unwrap();
     assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o644, 0));
     if Path::new("/bin/busybox").exists() {
@@ -272,6 +279,28 @@ fn spawn_read_write_stop(uring: bool) {
     assert!(!alive(), "server still running");
     stop(pid, &mnt).expect("stop is idempotent");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Values follow the reader (the pid of the READ, over either transport): a process in a child
+/// cgroup with limits of its own (as an inner runtime makes) sees them, the others the
+/// container's.
+fn reader_in_a_limited_child(cg: &TestCgroup, mnt: &Path) {
+    let limits = [("memory.limit_in_bytes", "67108864"), ("memory.max", "67108864"), ("cpu.cfs_quota_us", "50000"), ("cpu.max", "50000 100000")];
+    let inner = TestCgroup::with(&format!("{}/inner", cg.name), &limits);
+    let files = ["proc/meminfo", "sys/devices/system/cpu/online"].map(|f| mnt.join(f).display().to_string()).join(" ");
+    let out = inner.run(&format!("cat {files}"));
+    assert!(out.status.success(), "{out:?}");
+    let inside = String::from_utf8(out.stdout).unwrap();
+    let outside = std::fs::read_to_string(mnt.join("proc/meminfo")).unwrap();
+    if cg.memory_limited && inner.memory_limited {
+        assert!(inside.starts_with("MemTotal:          65536 kB\n"), "{inside}");
+        assert!(outside.starts_with("MemTotal:         262144 kB\n"), "{outside}");
+    }
+    if inner.written.iter().any(|f| f.starts_with("cpu.")) {
+        assert_eq!(inside.lines().last(), Some("0"), "one cpu at quota 0.5: {inside}");
+        let host = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        assert_eq!(std::fs::read_to_string(mnt.join("sys/devices/system/cpu/online")).unwrap(), host, "the container has no quota");
+    }
 }
 
 /// A 64-cpu cpuinfo (> 4096 bytes, the reported st_size) served whole, from a
