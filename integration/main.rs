@@ -28,6 +28,7 @@ mod inner;
 mod nesting;
 mod podman;
 mod proc;
+mod reader;
 mod restart;
 mod seccomp;
 mod sid;

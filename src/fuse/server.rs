@@ -10,6 +10,12 @@
 //!   (read(2) does not). So lookup/getattr render the file and report its
 //!   length plus a quarter, rounded up to 4 KiB (at least 4096), leaving room
 //!   for numbers that grow within the 1 s attribute TTL.
+//! - A read through the page cache (sendfile/splice, e.g. busybox `cat`) that gets less than a
+//!   page makes the kernel shrink the inode's cached size to what it got (fuse_short_read);
+//!   until a GETATTR (a stat after the attribute TTL) sets it back, later sendfile readers stop
+//!   there. So a sendfile reader can get a text cut at the length another view's (or an older,
+//!   shorter) text had: `cat /sys/devices/system/cpu/online` in the container after an inner
+//!   container's `cat` of it showed `0-`. read(2) readers are not affected.
 //! - The mount has allow_other but no default_permissions: this server checks
 //!   access itself. Everything is readable by all; only sysctl files can be
 //!   written, and only by requests whose uid is the owner (the container's

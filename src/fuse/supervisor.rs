@@ -22,11 +22,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Instant, SystemTime};
 
+use super::caller;
 use super::cgroup::{Cgroup, Memory, Mounts};
 use super::notify::{self, Notif, Reply};
 use super::reader::{Reader, CHOICE_TTL};
 use super::render::sysinfo::{self as si, Mem};
-use super::caller;
 
 /// At most this many notify fds (filter loads: the init and execs whose processes still run).
 /// More: the new one is closed, and that process's trapped calls fail with ENOSYS.
