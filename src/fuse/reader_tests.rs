@@ -110,7 +110,7 @@ fn views_follow_the_readers_cgroups() {
     deeper.add(in_deeper.pid(false));
     free.add(in_free.pid(false));
     pinned.add(in_pinned.pid(false));
-    let own_ns = Sleeper::new(&["unshare", "--pid", "--fork"]);
+    let own_ns = Sleeper::new(&["unshare", "--pid", "--fork", "--kill-child"]);
     container.add(own_ns.pid(true));
 
     let path = format!("/{base}");
@@ -157,5 +157,14 @@ fn views_follow_the_readers_cgroups() {
     std::thread::sleep(PID_TTL);
     assert_eq!(r.view(gone), own);
     drop((own_ns, in_free, in_pinned));
+    // The killed processes leave their cgroups (the pid namespace's init on its own, after its
+    // parent) before the cgroups can go.
+    let empty = || [&path, &format!("{path}/free"), &format!("{path}/pinned")].iter().all(|p| caller::cgroup_procs(&r.dir(p, "memory").map(|d| d.0).unwrap_or_default()).is_empty());
+    for _ in 0..100 {
+        if empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop((deeper, limited, free, pinned, container));
 }
