@@ -29,6 +29,7 @@ mod nestedproc;
 mod nesting;
 mod podman;
 mod proc;
+mod reader;
 mod restart;
 mod seccomp;
 mod sid;

@@ -1,11 +1,12 @@
 //! Glue between the host's files, the container's cgroup and the pure
 //! renderers: produces the bytes of one emulated file.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 use super::cgroup::Cgroup;
 use super::fdcache::FdCache;
+use super::reader;
 use super::render::{self, meminfo, misc, stat};
 use super::FuseError;
 
@@ -38,11 +39,24 @@ pub const FILES: &[(&str, Kind)] = &[
 pub struct Sources {
     /// Where the host's proc files are read ("/proc"; a fixture dir in tests).
     pub host_proc: PathBuf,
+    /// The container's cgroup (see `reader` for whose figures a reader gets).
     pub cgroup: Cgroup,
+    /// The container's creation: its uptime while its init is unknown.
     pub start_time: SystemTime,
+    /// The container's init (host pid), if known.
     pub init_pid: Option<i32>,
     /// Kept descriptors of the host files read (see `fdcache`).
     pub files: FdCache,
+}
+
+/// Whose figures one render shows (see `reader`): the cgroups chosen for the reader.
+pub struct Scope<'a> {
+    /// Memory figures and the task count.
+    pub memory: &'a Cgroup,
+    /// Cpus and cpu time.
+    pub cpu: &'a Cgroup,
+    /// Start of the init whose age is the uptime (clock ticks since boot); None: `start_time`.
+    pub start: Option<u64>,
 }
 
 impl Sources {
@@ -50,31 +64,22 @@ impl Sources {
         self.files.read(&self.host_proc.join(name))
     }
 
-    /// Physical cpus the container sees, and whether that is its whole cpuset.
-    fn visible_cpus(&self, host_stat: &str) -> Result<(Vec<usize>, bool), FuseError> {
+    /// Physical cpus cgroup `cg` sees, and whether that is its whole cpuset.
+    fn visible_cpus(&self, cg: &Cgroup, host_stat: &str) -> Result<(Vec<usize>, bool), FuseError> {
         let host = render::host_cpus_from_stat(host_stat);
-        let cpuset = self.cgroup.cpuset()?;
-        let quota = self.cgroup.cpu_quota()?;
+        let cpuset = cg.cpuset()?;
+        let quota = cg.cpu_quota()?;
         let visible = render::visible_cpus(&host, cpuset.as_deref(), quota);
         let whole = visible.len() == cpuset.as_ref().map_or(host.len(), |c| c.len());
         Ok((visible, whole))
     }
 
-    /// Seconds since the container started: from the init process's start
-    /// (boot-relative, immune to wall-clock steps) when known, else from the
-    /// configured start time.
-    fn age(&self) -> f64 {
-        if let Some(age) = self.init_pid.and_then(|pid| init_age(pid, &self.files)) {
-            return age;
-        }
-        SystemTime::now().duration_since(self.start_time).unwrap_or(Duration::ZERO).as_secs_f64()
-    }
-
-    pub fn render(&self, kind: Kind) -> Result<Vec<u8>, FuseError> {
+    pub fn render(&self, kind: Kind, scope: &Scope) -> Result<Vec<u8>, FuseError> {
+        let (mem, cpu) = (scope.memory, scope.cpu);
         let text = match kind {
             Kind::Meminfo => {
                 let host = self.host("meminfo")?;
-                match self.cgroup.memory()? {
+                match mem.memory()? {
                     None => host,
                     Some(m) => meminfo::render(&meminfo::MemInput {
                         host: &host,
@@ -86,50 +91,36 @@ impl Sources {
                 }
             }
             Kind::Cpuinfo => {
-                let (visible, _) = self.visible_cpus(&self.host("stat")?)?;
+                let (visible, _) = self.visible_cpus(cpu, &self.host("stat")?)?;
                 render::cpuinfo::render(&self.host("cpuinfo")?, &visible)
             }
             Kind::Stat => {
                 let host = self.host("stat")?;
-                let (visible, whole) = self.visible_cpus(&host)?;
-                let usage = self.cgroup.cpu_usage()?.map(|u| {
+                let (visible, whole) = self.visible_cpus(cpu, &host)?;
+                let usage = cpu.cpu_usage()?.map(|u| {
                     stat::distribute_usage(&visible, whole, u.per_cpu.as_deref(), u.user_ns, u.system_ns)
                 });
                 stat::render(&host, &visible, usage.as_deref())
             }
             Kind::Uptime => {
-                let (visible, _) = self.visible_cpus(&self.host("stat")?)?;
-                let busy = self.cgroup.cpu_usage()?.map_or(0.0, |u| u.user_ns.saturating_add(u.system_ns) as f64 / 1e9);
-                misc::uptime(self.age(), busy, visible.len())
+                let (visible, _) = self.visible_cpus(cpu, &self.host("stat")?)?;
+                let busy = cpu.cpu_usage()?.map_or(0.0, |u| u.user_ns.saturating_add(u.system_ns) as f64 / 1e9);
+                misc::uptime(reader::age(scope.start, self.start_time), busy, visible.len())
             }
-            Kind::Loadavg => misc::loadavg(&self.host("loadavg")?, self.cgroup.pids_current()?),
+            Kind::Loadavg => misc::loadavg(&self.host("loadavg")?, mem.pids_current()?),
             Kind::Swaps => {
                 let host = self.host("swaps")?;
-                let (total, used) = match self.cgroup.memory()? {
+                let (total, used) = match mem.memory()? {
                     Some(m) => meminfo::swap_kb(&self.host("meminfo")?, m.swap),
                     None => return Ok(host.into_bytes()),
                 };
                 misc::swaps(&host, total, used)
             }
             Kind::Diskstats => misc::diskstats(&self.host("diskstats")?),
-            Kind::CpuOnline => misc::cpu_online(self.visible_cpus(&self.host("stat")?)?.0.len()),
+            Kind::CpuOnline => misc::cpu_online(self.visible_cpus(cpu, &self.host("stat")?)?.0.len()),
         };
         Ok(text.into_bytes())
     }
-}
-
-/// Age in seconds of a process, from /proc/<pid>/stat's starttime and
-/// CLOCK_BOOTTIME. None if the process is gone.
-fn init_age(pid: i32, files: &FdCache) -> Option<f64> {
-    let text = files.read_opt(Path::new(&format!("/proc/{pid}/stat"))).ok()??;
-    let start_ticks = parse_starttime(&text)?;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec owned by this frame.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
-        return None;
-    }
-    let now = ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
-    Some((now - start_ticks as f64 / render::USER_HZ as f64).max(0.0))
 }
 
 /// Field 22 (starttime) of /proc/<pid>/stat; comm may contain spaces/parens.
@@ -150,6 +141,5 @@ mod tests {
         assert_eq!(parse_starttime("garbage"), None);
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
         assert!(parse_starttime(&own).is_some());
-        assert!(init_age(std::process::id() as i32, &FdCache::default()).unwrap() >= 0.0);
     }
 }

@@ -83,7 +83,7 @@ impl Filesystem for Fuser {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -92,7 +92,7 @@ impl Filesystem for Fuser {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, fh.0, offset, size) {
+        match self.fs.read(ino.0, fh.0, offset, size, req.pid()) {
             Ok((data, range)) => reply.data(&data[range]),
             Err(e) => reply.error(e),
         }

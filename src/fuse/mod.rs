@@ -16,6 +16,7 @@ mod memory;
 mod mount_args;
 mod notify;
 mod process;
+mod reader;
 pub mod render;
 mod server;
 mod shift;

@@ -10,10 +10,20 @@
 //!   (read(2) does not). So lookup/getattr render the file and report its
 //!   length plus a quarter, rounded up to 4 KiB (at least 4096), leaving room
 //!   for numbers that grow within the 1 s attribute TTL.
+//! - A read through the page cache (sendfile/splice, e.g. busybox `cat`) that gets less than a
+//!   page makes the kernel shrink the inode's cached size to what it got (fuse_short_read);
+//!   until a GETATTR (a stat after the attribute TTL) sets it back, later sendfile readers stop
+//!   there. So a sendfile reader can get a text cut at the length another view's (or an older,
+//!   shorter) text had: `cat /sys/devices/system/cpu/online` in the container after an inner
+//!   container's `cat` of it showed `0-`. read(2) readers are not affected.
 //! - The mount has allow_other but no default_permissions: this server checks
 //!   access itself. Everything is readable by all; only sysctl files can be
 //!   written, and only by requests whose uid is the owner (the container's
 //!   root as seen from the host); anything else gets EACCES.
+//! - Values follow the reader: a read at offset 0 renders for the reader's view (the request's
+//!   pid, see `reader`), and rendered texts are kept per (file, view). lookup/getattr size the
+//!   file from the container's own view. A view whose chosen cgroup fails to render (an inner
+//!   container just removed) falls back to the container's own view.
 //! - Render errors (e.g. the cgroup is gone) answer EIO.
 
 use std::collections::HashMap;
@@ -24,7 +34,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{AccessFlags, Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
-use super::files::{Kind, Sources, FILES};
+use super::files::{Kind, Scope, Sources, FILES};
+use super::reader::{Reader, View};
 use super::sysctl::Entry;
 
 /// Entry and attribute validity.
@@ -65,6 +76,8 @@ fn size_for(len: usize) -> u64 {
 
 /// A file's text and when it was rendered.
 type Rendered = (Instant, Arc<[u8]>);
+/// A file node and the view it was rendered for.
+type RenderKey = (usize, Arc<View>);
 
 #[derive(Debug)]
 enum Content {
@@ -84,14 +97,16 @@ struct Node {
 pub struct ProcFs {
     nodes: Vec<Node>,
     sources: Sources,
+    /// Whose figures each reader gets.
+    reader: Reader,
     sysctls: Vec<Entry>,
     owner_uid: u32,
     owner_gid: u32,
     created: SystemTime,
     next_fh: AtomicU64,
     snapshots: Mutex<HashMap<u64, Arc<[u8]>>>,
-    /// Last render of each file node (see [`RENDER_TTL`]).
-    rendered: Mutex<HashMap<usize, Rendered>>,
+    /// Last render of each file node per view (see [`RENDER_TTL`]).
+    rendered: Mutex<HashMap<RenderKey, Rendered>>,
     /// Last reported st_size per file node: getattr answers from it instead of rendering the
     /// file a second time on every open (it only ever grows, so a reader never sees a size
     /// smaller than content it read before).
@@ -102,9 +117,11 @@ pub struct ProcFs {
 
 impl ProcFs {
     pub fn new(sources: Sources, sysctls: Vec<Entry>, owner_uid: u32, owner_gid: u32) -> Self {
+        let reader = Reader::new(sources.cgroup.clone(), sources.start_time, sources.init_pid);
         let mut fs = ProcFs {
             nodes: vec![Node { name: String::new(), parent: 0, content: Content::Dir(Vec::new()) }],
             sources,
+            reader,
             sysctls: Vec::new(),
             owner_uid,
             owner_gid,
@@ -191,7 +208,7 @@ impl ProcFs {
     fn file_size(&self, idx: usize) -> u64 {
         let cached = self.sizes.lock().unwrap_or_else(|e| e.into_inner()).get(&idx).copied();
         cached.unwrap_or_else(|| {
-            let size = self.render(idx).map_or(MIN_SIZE, |d| size_for(d.len()));
+            let size = self.render(idx, 0).map_or(MIN_SIZE, |d| size_for(d.len()));
             self.note_size(idx, size);
             size
         })
@@ -208,32 +225,55 @@ impl ProcFs {
         matches!(self.nodes[idx].content, Content::Sysctl(_)) && uid == self.owner_uid
     }
 
-    /// Renders outside the locks: a worker preempted mid-render (io_uring workers are
-    /// SCHED_IDLE) must not hold up the others; two may then render the same file at once.
-    fn render(&self, idx: usize) -> Result<Arc<[u8]>, Errno> {
+    /// The text of node `idx` for reader `pid` (0: the container's own view).
+    fn render(&self, idx: usize, pid: u32) -> Result<Arc<[u8]>, Errno> {
         match &self.nodes[idx].content {
             Content::File(kind) => {
-                let lock = || self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((at, data)) = lock().get(&idx) {
-                    if at.elapsed() < RENDER_TTL {
-                        return Ok(data.clone());
-                    }
-                }
-                match self.sources.render(*kind) {
-                    Ok(text) => {
-                        let data: Arc<[u8]> = text.into();
-                        lock().insert(idx, (Instant::now(), data.clone()));
-                        Ok(data)
-                    }
-                    Err(e) => {
-                        lock().remove(&idx);
-                        tracing::warn!(file = self.nodes[idx].name.as_str(), error = %e, "render failed");
-                        Err(Errno::EIO)
-                    }
-                }
+                let view = self.reader.view(pid);
+                let own = || self.reader.own();
+                let text = match self.render_view(idx, *kind, &view) {
+                    // The chosen cgroup is gone (an inner container just removed, its reader
+                    // with it): the container's own figures, never the host's.
+                    Err(_) if *view != *own() => self.render_view(idx, *kind, &own()),
+                    r => r,
+                };
+                text.map_err(|e| {
+                    tracing::warn!(file = self.nodes[idx].name.as_str(), error = %e, "render failed");
+                    Errno::EIO
+                })
             }
             Content::Sysctl(i) => Ok(self.sysctls[*i].read().into_bytes().into()),
             Content::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Renders outside the locks: a worker preempted mid-render (io_uring workers are
+    /// SCHED_IDLE) must not hold up the others; two may then render the same file at once.
+    /// The texts of other views than the one rendered are dropped once expired, when the map
+    /// holds more than one view's files: at most the views read within one tick are kept.
+    fn render_view(&self, idx: usize, kind: Kind, view: &Arc<View>) -> Result<Arc<[u8]>, super::FuseError> {
+        let lock = || self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (idx, view.clone());
+        if let Some((at, data)) = lock().get(&key) {
+            if at.elapsed() < RENDER_TTL {
+                return Ok(data.clone());
+            }
+        }
+        let (memory, cpu) = (self.reader.cgroup(&view.memory), self.reader.cgroup(&view.cpu));
+        match self.sources.render(kind, &Scope { memory: &memory, cpu: &cpu, start: view.start }) {
+            Ok(text) => {
+                let data: Arc<[u8]> = text.into();
+                let mut map = lock();
+                if map.len() >= self.nodes.len() && !map.contains_key(&key) {
+                    map.retain(|_, (at, _)| at.elapsed() < RENDER_TTL);
+                }
+                map.insert(key, (Instant::now(), data.clone()));
+                Ok(data)
+            }
+            Err(e) => {
+                lock().remove(&key);
+                Err(e)
+            }
         }
     }
 }
@@ -273,15 +313,16 @@ impl ProcFs {
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The text of open file `fh` and the range of it a READ of `size` bytes at `offset` gets.
-    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
+    /// The text of open file `fh` and the range of it a READ of `size` bytes at `offset` by
+    /// host pid `pid` (0: unknown) gets.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32, pid: u32) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
         let (idx, _) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
         let snaps = || self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         let kept = if offset == 0 { None } else { snaps().get(&fh).cloned() };
         let data = match kept {
             Some(data) => data,
             None => {
-                let data = self.render(idx)?;
+                let data = self.render(idx, pid)?;
                 if matches!(self.nodes[idx].content, Content::File(_)) {
                     self.note_size(idx, size_for(data.len()));
                 }

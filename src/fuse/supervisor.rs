@@ -11,11 +11,10 @@
 //!   computed (`render::sysinfo`) and written where the caller asked, into writable memory only
 //!   (`caller::Memory`; a bad or read-only pointer: EFAULT, as the kernel answers). Anything unexpected (another architecture's call, an unreadable caller) is let
 //!   through to the kernel (CONTINUE): `sysinfo` is no security decision.
-//! - Values follow the caller: its memory cgroup (from /proc/<pid>/cgroup) is walked up to the
-//!   container's, and the deepest cgroup on the way with a memory limit of its own gives the
-//!   figures (an inner `docker run -m 64m` shows 64 MiB, capped by the outer limits); none: the
-//!   container's own. Its uptime is the age of the init of its pid namespace. Both are cached
-//!   (the cgroup choice 1 s, the figures one render tick, the inits per namespace).
+//! - Values follow the caller, as for the FUSE files (`reader`): the memory figures and task
+//!   count of the cgroup chosen for its memory cgroup (an inner `docker run -m 64m` shows
+//!   64 MiB, capped by the outer limits; none of its own: the container's), the age of the init
+//!   of its pid namespace. The figures of a cgroup are read at most once per render tick.
 //! - If this process dies, the kernel answers every trapped call with ENOSYS (the listener is
 //!   gone); a new exec into the container then fails to connect.
 use std::collections::HashMap;
@@ -23,22 +22,17 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Instant, SystemTime};
 
+use super::caller;
 use super::cgroup::{Cgroup, Memory, Mounts};
 use super::notify::{self, Notif, Reply};
+use super::reader::{Reader, CHOICE_TTL};
 use super::render::sysinfo::{self as si, Mem};
-use super::{caller, render};
 
 /// At most this many notify fds (filter loads: the init and execs whose processes still run).
 /// More: the new one is closed, and that process's trapped calls fail with ENOSYS.
 pub const MAX_FDS: usize = 1024;
-/// Entries per cache before it is emptied.
-const MAX_CACHE: usize = 512;
 /// Cgroups whose figures are kept (each with a few open files).
 const MAX_FIGURES: usize = 64;
-/// How long the choice of a caller cgroup's figures (which cgroup has a limit) is kept.
-const CHOICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long a caller's pid namespace without a known init is not looked at again.
-const NO_INIT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(target_arch = "x86_64")]
 const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
@@ -70,13 +64,9 @@ pub struct Supervisor {
     ctx: Context,
     /// The init's pid from the runtime (the first filter load's state).
     container_init: Option<i32>,
-    /// Caller memory cgroup -> (when chosen, the cgroup whose figures it gets).
-    choice: HashMap<String, (Instant, String)>,
+    /// Whose figures a caller gets.
+    reader: Reader,
     figures: HashMap<String, Figures>,
-    /// Pid namespace -> when last checked, its init and start ticks (None: not found then).
-    inits: HashMap<u64, (Instant, Option<(i32, u64)>)>,
-    /// Caller pid -> (when read, its memory cgroup, its pid namespace).
-    callers: HashMap<i32, (Instant, String, Option<u64>)>,
 }
 
 /// Start the supervisor thread on the socket `listener` (the runtime bound it before the
@@ -96,7 +86,8 @@ pub fn spawn(listener: UnixListener, ctx: Context) {
 
 impl Supervisor {
     pub fn new(ctx: Context) -> Self {
-        Supervisor { ctx, container_init: None, choice: HashMap::new(), figures: HashMap::new(), inits: HashMap::new(), callers: HashMap::new() }
+        let reader = Reader::new(Cgroup::with_mounts(&ctx.cgroup_path, ctx.mounts.clone()), ctx.start_time, None);
+        Supervisor { ctx, container_init: None, reader, figures: HashMap::new() }
     }
 
     /// Serve until poll(2) fails.
@@ -189,14 +180,15 @@ impl Supervisor {
     fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) -> Reply {
         let pid = n.pid as i32;
         let Ok(mem) = caller::open_memory(pid) else { return Reply::Continue };
-        let (caller_cg, ns) = self.whereabouts(pid);
+        self.reader.set_init(self.container_init);
+        let view = self.reader.view(n.pid);
         if !notify::id_valid(fd, n.id) {
             return Reply::Gone;
         }
         let Some(host) = caller::host_sysinfo() else { return Reply::Continue };
         let host = si::Figures::from_libc(&host);
-        let mut chosen = self.choose(&caller_cg);
-        let age = self.age(pid, ns, &caller_cg);
+        let mut chosen = view.memory.to_string();
+        let age = self.reader.age(&view);
         if self.figures(&chosen).memory.is_none() {
             // Gone since it was chosen (an inner container just removed): the container's own
             // figures, never the host's for a container that has a memory controller.
@@ -209,51 +201,6 @@ impl Supervisor {
             Ok(()) => Reply::Value(0),
             Err(_) => Reply::Error(libc::EFAULT),
         }
-    }
-
-    /// A caller's memory cgroup and pid namespace, read at most once per render tick per pid
-    /// (a pid reused within the tick would get another caller's figures, all of them this
-    /// container's: nothing to guard against).
-    fn whereabouts(&mut self, pid: i32) -> (String, Option<u64>) {
-        if let Some((at, cg, ns)) = self.callers.get(&pid) {
-            if at.elapsed() < super::server::RENDER_TTL {
-                return (cg.clone(), *ns);
-            }
-        }
-        let text = caller::cgroup(pid);
-        let cg = text.as_deref().and_then(|t| si::proc_cgroup_path(t, "memory")).unwrap_or(&self.ctx.cgroup_path).to_string();
-        let ns = caller::pidns(pid);
-        if self.callers.len() >= MAX_CACHE {
-            self.callers.retain(|_, (at, _, _)| at.elapsed() < super::server::RENDER_TTL);
-            if self.callers.len() >= MAX_CACHE {
-                self.callers.clear();
-            }
-        }
-        self.callers.insert(pid, (Instant::now(), cg.clone(), ns));
-        (cg, ns)
-    }
-
-    /// The cgroup whose figures a caller in memory cgroup `caller_cg` gets: the deepest on its
-    /// way up to the container's with a memory limit of its own, else the container's.
-    fn choose(&mut self, caller_cg: &str) -> String {
-        if let Some((at, c)) = self.choice.get(caller_cg) {
-            if at.elapsed() < CHOICE_TTL {
-                return c.clone();
-            }
-        }
-        let mut chosen = self.ctx.cgroup_path.clone();
-        for p in si::path_up_to(caller_cg, &self.ctx.cgroup_path) {
-            let limited = Cgroup::with_mounts(&p, self.ctx.mounts.clone()).dir("memory").ok().flatten().and_then(|(d, _, v2)| caller::own_memory_limit(&d, v2));
-            if limited.is_some() {
-                chosen = p;
-                break;
-            }
-        }
-        if self.choice.len() >= MAX_CACHE {
-            self.choice.clear();
-        }
-        self.choice.insert(caller_cg.to_string(), (Instant::now(), chosen.clone()));
-        chosen
     }
 
     /// The memory and task count of `path`, read at most once per render tick.
@@ -273,38 +220,6 @@ impl Supervisor {
             f.at = Some(Instant::now());
         }
         f
-    }
-
-    /// Seconds since the caller's pid namespace's init started (the container's own start when
-    /// that init is not found).
-    fn age(&mut self, pid: i32, ns: Option<u64>, caller_cg: &str) -> f64 {
-        let fallback = || SystemTime::now().duration_since(self.ctx.start_time).map_or(0.0, |d| d.as_secs_f64());
-        let Some(ns) = ns else { return fallback() };
-        let cached = match self.inits.get_mut(&ns) {
-            // Still that namespace's (a pid namespace's init dies with it): checked once a
-            // second (a namespace inode reused within it would only show another uptime).
-            Some((at, Some((init, start)))) if at.elapsed() < CHOICE_TTL || caller::pidns(*init) == Some(ns) => {
-                if at.elapsed() >= CHOICE_TTL {
-                    *at = Instant::now();
-                }
-                Some(Some((*init, *start)))
-            }
-            Some((at, None)) if at.elapsed() < NO_INIT_TTL => Some(None),
-            _ => None,
-        };
-        let found = cached.unwrap_or_else(|| {
-            let scan = Cgroup::with_mounts(caller_cg, self.ctx.mounts.clone()).dir("memory").ok().flatten().map(|(d, _, _)| d);
-            let found = caller::pidns_init(pid, ns, scan.as_deref(), self.container_init);
-            if self.inits.len() >= MAX_CACHE {
-                self.inits.clear();
-            }
-            self.inits.insert(ns, (Instant::now(), found));
-            found
-        });
-        match found {
-            Some((_, start)) => (caller::boottime() - start as f64 / render::USER_HZ as f64).max(0.0),
-            None => fallback(),
-        }
     }
 }
 

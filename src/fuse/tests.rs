@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::*;
 
-fn can_mount() -> bool {
+pub(super) fn can_mount() -> bool {
     if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
         crate::skip_log::skip("root", "fuse mount test", "needs root and /dev/fuse");
         return false;
@@ -33,35 +33,57 @@ fn mounted(path: &Path) -> bool {
 }
 
 /// A cgroup created in every cgroup hierarchy mounted here, removed on drop.
-struct TestCgroup {
-    name: String,
+pub(super) struct TestCgroup {
+    pub name: String,
     dirs: Vec<PathBuf>,
-    memory_limited: bool,
+    pub memory_limited: bool,
+    /// The files of `with` written (in some hierarchy).
+    pub written: Vec<String>,
 }
 
 impl TestCgroup {
     fn new() -> Self {
-        let name = format!("nestrun-fusetest-{}", std::process::id());
+        Self::with(&format!("nestrun-fusetest-{}", std::process::id()), &[("memory.limit_in_bytes", "268435456"), ("memory.max", "268435456")])
+    }
+
+    /// Cgroup `name` (a path below the roots) with the `files` that exist written; the memory
+    /// limit files count for `memory_limited`.
+    pub(super) fn with(name: &str, files: &[(&str, &str)]) -> Self {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mut dirs = Vec::new();
         let mut memory_limited = false;
+        let mut written = Vec::new();
         for line in info.lines() {
             let Some((l, r)) = line.split_once(" - ") else { continue };
             if !(r.starts_with("cgroup ") || r.starts_with("cgroup2 ")) {
                 continue;
             }
-            let dir = Path::new(l.split(' ').nth(4).unwrap()).join(&name);
+            let dir = Path::new(l.split(' ').nth(4).unwrap()).join(name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
-            for (file, value) in [("memory.limit_in_bytes", "268435456"), ("memory.max", "268435456")] {
+            for (file, value) in files {
                 if dir.join(file).exists() && std::fs::write(dir.join(file), value).is_ok() {
-                    memory_limited = true;
+                    memory_limited |= file.starts_with("memory.");
+                    written.push(file.to_string());
                 }
             }
             dirs.push(dir);
         }
-        TestCgroup { name, dirs, memory_limited }
+        TestCgroup { name: name.to_string(), dirs, memory_limited, written }
+    }
+
+    /// Moves process `pid` into this cgroup, in every hierarchy.
+    pub(super) fn add(&self, pid: u32) {
+        for d in &self.dirs {
+            let _ = std::fs::write(d.join("cgroup.procs"), pid.to_string());
+        }
+    }
+
+    /// Runs `sh -c script` in this cgroup (it moves itself in first).
+    pub(super) fn run(&self, script: &str) -> std::process::Output {
+        let script = format!("for d in \"$@\"; do echo $$ > \"$d/cgroup.procs\"; done; {script}");
+        std::process::Command::new("/bin/sh").arg("-c").arg(script).arg("sh").args(&self.dirs).output().unwrap()
     }
 
     fn remove(&mut self) {
@@ -198,6 +220,7 @@ fn spawn_read_write_stop(uring: bool) {
     }
     let md = std::fs::metadata(mnt.join("proc/meminfo")).unwrap();
     assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o444, 0));
+    reader_in_a_limited_child(&cg, &mnt);
     let md = std::fs::metadata(mnt.join("proc/sys/vm/overcommit_memory")).unwrap();
     assert_eq!((md.size(), md.mode() & 0o7777, md.uid()), (4096, 0o644, 0));
     if Path::new("/bin/busybox").exists() {
@@ -256,6 +279,28 @@ fn spawn_read_write_stop(uring: bool) {
     assert!(!alive(), "server still running");
     stop(pid, &mnt).expect("stop is idempotent");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Values follow the reader (the pid of the READ, over either transport): a process in a child
+/// cgroup with limits of its own (as an inner runtime makes) sees them, the others the
+/// container's.
+fn reader_in_a_limited_child(cg: &TestCgroup, mnt: &Path) {
+    let limits = [("memory.limit_in_bytes", "67108864"), ("memory.max", "67108864"), ("cpu.cfs_quota_us", "50000"), ("cpu.max", "50000 100000")];
+    let inner = TestCgroup::with(&format!("{}/inner", cg.name), &limits);
+    let files = ["proc/meminfo", "sys/devices/system/cpu/online"].map(|f| mnt.join(f).display().to_string()).join(" ");
+    let out = inner.run(&format!("cat {files}"));
+    assert!(out.status.success(), "{out:?}");
+    let inside = String::from_utf8(out.stdout).unwrap();
+    let outside = std::fs::read_to_string(mnt.join("proc/meminfo")).unwrap();
+    if cg.memory_limited && inner.memory_limited {
+        assert!(inside.starts_with("MemTotal:          65536 kB\n"), "{inside}");
+        assert!(outside.starts_with("MemTotal:         262144 kB\n"), "{outside}");
+    }
+    if inner.written.iter().any(|f| f.starts_with("cpu.")) {
+        assert_eq!(inside.lines().last(), Some("0"), "one cpu at quota 0.5: {inside}");
+        let host = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        assert_eq!(std::fs::read_to_string(mnt.join("sys/devices/system/cpu/online")).unwrap(), host, "the container has no quota");
+    }
 }
 
 /// A 64-cpu cpuinfo (> 4096 bytes, the reported st_size) served whole, from a
@@ -371,12 +416,13 @@ fn bench_render() {
         init_pid: Some(std::process::id() as i32),
         files: Default::default(),
     };
+    let scope = files::Scope { memory: &sources.cgroup, cpu: &sources.cgroup, start: None };
     let n = 5000;
     for &(name, kind) in files::FILES {
         let mut t: Vec<f64> = (0..n)
             .map(|_| {
                 let s = std::time::Instant::now();
-                let out = sources.render(kind).unwrap();
+                let out = sources.render(kind, &scope).unwrap();
                 std::hint::black_box(out);
                 s.elapsed().as_secs_f64() * 1e6
             })

@@ -51,11 +51,13 @@ pub struct InHeader {
     pub unique: u64,
     pub nodeid: u64,
     pub uid: u32,
+    /// The requester's pid in the server's pid namespace (0: none, e.g. a kernel-made request).
+    pub pid: u32,
 }
 
 impl InHeader {
     pub fn parse(header: &[u8]) -> InHeader {
-        InHeader { opcode: u32_at(header, 4), unique: u64_at(header, 8), nodeid: u64_at(header, 16), uid: u32_at(header, 24) }
+        InHeader { opcode: u32_at(header, 4), unique: u64_at(header, 8), nodeid: u64_at(header, 16), uid: u32_at(header, 24), pid: u32_at(header, 32) }
     }
 }
 
@@ -106,7 +108,7 @@ pub fn answer(fs: &ProcFs, h: &InHeader, op_in: &[u8], payload: &mut [u8], in_le
             out.u64(0).u32(0).u32(0);
         }
         READ => {
-            let (data, range) = fs.read(h.nodeid, u64_at(op, 0), u64_at(op, 8), u32_at(op, 16)).map_err(e)?;
+            let (data, range) = fs.read(h.nodeid, u64_at(op, 0), u64_at(op, 8), u32_at(op, 16), h.pid).map_err(e)?;
             out.bytes(&data[range]);
         }
         WRITE => {

@@ -14,7 +14,7 @@ fn fs() -> ProcFs {
 }
 
 fn ask(fs: &ProcFs, opcode: u32, nodeid: u64, op_in: &[u8], payload_in: &[u8]) -> Result<Vec<u8>, i32> {
-    let h = InHeader { opcode, unique: 7, nodeid, uid: 1000 };
+    let h = InHeader { opcode, unique: 7, nodeid, uid: 1000, pid: 0 };
     let mut op = [0u8; 128];
     op[..op_in.len()].copy_from_slice(op_in);
     let mut payload = vec![0u8; 32 * 1024];
@@ -33,9 +33,10 @@ fn header_fields_sit_where_the_kernel_puts_them() {
     header[8..16].copy_from_slice(&99u64.to_ne_bytes());
     header[16..24].copy_from_slice(&5u64.to_ne_bytes());
     header[24..28].copy_from_slice(&100000u32.to_ne_bytes());
+    header[32..36].copy_from_slice(&4242u32.to_ne_bytes());
     header[264..272].copy_from_slice(&99u64.to_ne_bytes());
     header[272..276].copy_from_slice(&12u32.to_ne_bytes());
-    assert_eq!(InHeader::parse(&header), InHeader { opcode: 15, unique: 99, nodeid: 5, uid: 100000 });
+    assert_eq!(InHeader::parse(&header), InHeader { opcode: 15, unique: 99, nodeid: 5, uid: 100000, pid: 4242 });
     assert_eq!(ent_in(&header), (99, 12));
     set_out(&mut header, 99, Ok(40));
     assert_eq!(&header[..16], &[&56u32.to_ne_bytes()[..], &0i32.to_ne_bytes(), &99u64.to_ne_bytes()].concat()[..]);

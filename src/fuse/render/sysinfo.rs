@@ -123,14 +123,23 @@ pub fn proc_cgroup_path<'a>(text: &'a str, controller: &str) -> Option<&'a str> 
     v2
 }
 
+fn norm(p: &str) -> String {
+    format!("/{}", p.trim_matches('/'))
+}
+
+/// Whether cgroup `caller` is `container` or below it (component-wise, no `..`).
+pub fn below(caller: &str, container: &str) -> bool {
+    let (caller, container) = (norm(caller), norm(container));
+    let under = caller == container || container == "/" || caller.strip_prefix(&container).is_some_and(|r| r.starts_with('/'));
+    under && !caller.split('/').any(|c| c == "..")
+}
+
 /// The cgroups from `caller` up to `container`, deepest first, when `caller` is `container` or
 /// below it (component-wise); otherwise just `container` (a caller outside the container's
 /// subtree, e.g. the runtime's own process during an exec, gets the container's figures).
 pub fn path_up_to(caller: &str, container: &str) -> Vec<String> {
-    let norm = |p: &str| format!("/{}", p.trim_matches('/'));
     let (caller, container) = (norm(caller), norm(container));
-    let below = caller == container || container == "/" || caller.strip_prefix(&container).is_some_and(|r| r.starts_with('/'));
-    if !below || caller.split('/').any(|c| c == "..") {
+    if !below(&caller, &container) {
         return vec![container];
     }
     let mut out = vec![caller.clone()];
@@ -269,6 +278,8 @@ mod tests {
         assert_eq!(path_up_to("/", "/docker/a"), ["/docker/a"], "the runtime's own process");
         assert_eq!(path_up_to("/docker/a/../b", "/docker/a"), ["/docker/a"]);
         assert_eq!(path_up_to("/x/y", "/"), ["/x/y", "/x", "/"]);
+        assert!(below("/docker/a", "/docker/a/") && below("/docker/a/b", "/docker/a") && below("/x", "/"));
+        assert!(!below("/docker/ab", "/docker/a") && !below("/", "/docker/a") && !below("/docker/a/../b", "/docker/a"));
     }
 
     #[test]
