@@ -40,7 +40,7 @@ fn docker_in_docker_in_docker() {
     l1.sh(&format!("docker load -q -i /imgs/dind.tar && docker image inspect -f ok {DIND_TRIXIE}")).ok();
 
     // level 2: DinD inside the DinD
-    l1.exec(&["docker", "run", "-d", "--name", "level2", "--privileged", DIND_TRIXIE]).ok();
+    l1.exec(&["docker", "run", "-d", "--name", "level2", "--privileged", "-m", "512m", DIND_TRIXIE]).ok();
     let w = l1.exec(&["docker", "exec", "level2", "dind-wait", "120"]);
     if w.code != 0 {
         let logs = l1.sh("docker logs --tail 40 level2 2>&1; docker exec level2 tail -n 40 /var/log/dockerd.log");
@@ -51,6 +51,11 @@ fn docker_in_docker_in_docker() {
 
     // level 3
     assert_eq!(l1.exec(&["docker", "exec", "level2", "docker", "run", "--rm", "busybox", "echo", "hi"]).ok().out(), "hi");
+    // Each level sees its own memory limit in its /proc (issue 14: the supervisor traps every
+    // level's procfs mounts; the FUSE server answers each reader from its own cgroup).
+    let mem = |args: &[&str]| l1.exec(args).ok().out().split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert_eq!(mem(&["docker", "exec", "level2", "head", "-n1", "/proc/meminfo"]), "524288", "level 2 (-m 512m)");
+    assert_eq!(mem(&["docker", "exec", "level2", "docker", "run", "--rm", "-m", "64m", "busybox", "head", "-n1", "/proc/meminfo"]), "65536", "level 3 (-m 64m)");
     // one left running, to be seen from the host
     l1.exec(&["docker", "exec", "level2", "docker", "run", "-d", "--name", "level3", "busybox", "sleep", "100000"]).ok();
     let l2_id = l1.exec(&["docker", "inspect", "-f", "{{.Id}}", "level2"]).ok().out().to_string();

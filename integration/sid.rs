@@ -241,3 +241,21 @@ fn sid_dind_level_2() {
     let uid = proc_uid(dockerd).unwrap() as u64;
     assert!(uid >= start && uid < start + count, "level-2 dockerd runs as host uid {uid}, outside {start}+{count}");
 }
+
+/// The inner stack's containers get the emulated /proc and /sys (runc 1.3's mount(2) calls are
+/// trapped by the supervisor) with their own limits.
+#[test]
+fn sid_inner_containers_see_their_own_machine() {
+    need_engines!("sid_inner_containers_see_their_own_machine");
+    let c = start_sid("sid-machine", &["-m", "1g", "--cpus", "2"]);
+    let out = run_ok(
+        &c,
+        "docker run -m 64m --cpus 0.5",
+        "docker run --rm -m 64m --cpus 0.5 busybox sh -c \"grep -c ' - fuse nestrun ' /proc/self/mountinfo; head -n1 /proc/meminfo; head -n1 /sys/devices/system/cpu/online; free | grep Mem:\"",
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l[0].parse::<u32>().unwrap() >= 8, "emulated files in the inner container: {out}");
+    assert!(l[1].ends_with(" 65536 kB"), "{out}");
+    assert_eq!(l[2], "0", "{out}");
+    assert_eq!(l[3].split_whitespace().nth(1), Some("65536"), "free agrees with /proc/meminfo: {out}");
+}
