@@ -8,9 +8,10 @@
  *                      "badptr ERRNO ERRNO ERRNO"
  *   sv bench N         N calls: "bench calls=N ns_per_call=N max_ns=N"
  *   sv flood SECONDS   calls sysinfo in a loop until the time is up: "flood calls=N errors=N"
+ *   sv read FILE N     N times open, read (8 KiB), close of FILE: "read calls=N ns_per_call=N"
  *   sv mountloop N DIR FSTYPE
  *                      N times mount(FSTYPE, DIR, FSTYPE, nosuid|nodev|noexec) then umount2(DIR, 0):
- *                      "mountloop pairs=N ns_per_pair=N errors=N first=ERRNO|none"
+ *                      "mountloop fs=FSTYPE pairs=N ns_per_pair=N errors=N first=ERRNO|none"
  *   sv mountflood SECONDS DIR
  *                      procfs mount/umount pairs on DIR until the time is up: "mountflood pairs=N errors=N"
  *   sv mountbad        mount(2) of a procfs with a target of 8192 bytes and no NUL, one that runs
@@ -146,6 +147,21 @@ static int flood(long secs) {
     return 0;
 }
 
+static int readloop(const char *file, long n) {
+    char buf[8192];
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || read(fd, buf, sizeof buf) < 0) {
+            printf("read %s %s\n", file, ename(errno));
+            return 1;
+        }
+        close(fd);
+    }
+    printf("read calls=%ld ns_per_call=%lld\n", n, (now_ns() - start) / (n ? n : 1));
+    return 0;
+}
+
 static const unsigned long NEW = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
 static int mountloop(long n, const char *dir, const char *fs) {
@@ -158,7 +174,7 @@ static int mountloop(long n, const char *dir, const char *fs) {
                 first = errno;
         }
     }
-    printf("mountloop pairs=%ld ns_per_pair=%lld errors=%ld first=%s\n", n, (now_ns() - start) / (n ? n : 1), errors, errors ? ename(first) : "none");
+    printf("mountloop fs=%s pairs=%ld ns_per_pair=%lld errors=%ld first=%s\n", fs, n, (now_ns() - start) / (n ? n : 1), errors, errors ? ename(first) : "none");
     return 0;
 }
 
@@ -230,6 +246,8 @@ int main(int argc, char **argv) {
         return bench(n);
     if (!strcmp(cmd, "flood"))
         return flood(n);
+    if (!strcmp(cmd, "read") && argc > 3)
+        return readloop(argv[2], strtol(argv[3], NULL, 10));
     if (!strcmp(cmd, "mountloop") && argc > 4)
         return mountloop(n, argv[3], argv[4]);
     if (!strcmp(cmd, "mountflood") && argc > 3)
@@ -238,6 +256,6 @@ int main(int argc, char **argv) {
         return mountbad();
     if (!strcmp(cmd, "race") && argc > 4)
         return race(argv[2], argv[3], strtol(argv[4], NULL, 10));
-    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
+    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|read FILE N|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
     return 2;
 }
