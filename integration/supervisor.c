@@ -8,6 +8,9 @@
  *                      "badptr ERRNO ERRNO ERRNO"
  *   sv bench N         N calls: "bench calls=N ns_per_call=N max_ns=N"
  *   sv flood SECONDS   calls sysinfo in a loop until the time is up: "flood calls=N errors=N"
+ *   sv sysconf         glibc's sysconf(_SC_PHYS_PAGES) * page size (from sysinfo) and
+ *                      sysconf(_SC_NPROCESSORS_ONLN) (from /sys/devices/system/cpu/online):
+ *                      "sysconf phys_bytes=N nprocessors_onln=N"
  *   sv read FILE N     N times open, read (8 KiB), close of FILE: "read calls=N ns_per_call=N"
  *   sv mountloop N DIR FSTYPE
  *                      N times mount(FSTYPE, DIR, FSTYPE, nosuid|nodev|noexec) then umount2(DIR, 0):
@@ -232,6 +235,11 @@ static int race(const char *dir, const char *target, long secs) {
     return 0;
 }
 
+static int show_sysconf(void) {
+    printf("sysconf phys_bytes=%lld nprocessors_onln=%ld\n", (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE), sysconf(_SC_NPROCESSORS_ONLN));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *cmd = argc > 1 ? argv[1] : "info";
@@ -246,6 +254,8 @@ int main(int argc, char **argv) {
         return bench(n);
     if (!strcmp(cmd, "flood"))
         return flood(n);
+    if (!strcmp(cmd, "sysconf"))
+        return show_sysconf();
     if (!strcmp(cmd, "read") && argc > 3)
         return readloop(argv[2], strtol(argv[3], NULL, 10));
     if (!strcmp(cmd, "mountloop") && argc > 4)
@@ -256,6 +266,6 @@ int main(int argc, char **argv) {
         return mountbad();
     if (!strcmp(cmd, "race") && argc > 4)
         return race(argv[2], argv[3], strtol(argv[4], NULL, 10));
-    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|read FILE N|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
+    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|sysconf|read FILE N|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
     return 2;
 }
