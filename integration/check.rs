@@ -28,6 +28,10 @@ fn check_reports_this_hosts_features() {
     let mode = plain.iter().find(|i| i["item"] == "NESTRUN_MODE").unwrap();
     assert_eq!(mode["ok"], false, "NESTRUN_MODE=plain is shown as a warning: {mode:?}");
     assert_eq!(item("NESTRUN_MODE")["ok"], std::env::var("NESTRUN_MODE").map_or(true, |m| m != "plain"));
+    let off = Command::new(env!("CARGO_BIN_EXE_nestrun")).args(["check", "--json"]).env("NESTRUN_SUPERVISOR", "off").output().unwrap();
+    let off: Vec<Value> = serde_json::from_slice(&off.stdout).unwrap();
+    let sv = off.iter().find(|i| i["item"] == "NESTRUN_SUPERVISOR").unwrap();
+    assert_eq!(sv["ok"], false, "NESTRUN_SUPERVISOR=off is shown as a warning: {sv:?}");
     let required_ok = items.iter().filter(|i| i["required"] == true).all(|i| i["ok"] == true);
     assert_eq!(out.status.code(), Some(if required_ok { 0 } else { 1 }), "{items:?}");
 }

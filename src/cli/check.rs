@@ -72,6 +72,7 @@ fn items() -> Vec<Item> {
         (None, false) => "cgroup2 without favordynmods".into(),
     };
     let env_mode = std::env::var("NESTRUN_MODE").ok();
+    let env_sv = std::env::var(crate::facts::ENV_SUPERVISOR).ok();
     // pure v2: delegation is probed for real; hybrid and v1 hosts delegate their v1 hierarchies
     let (deleg_ok, deleg) = match crate::host::cgroup::unified_mount() {
         Some(m) => match crate::host::cgroup::probe_v2_delegation(&m, 1 << 20) {
@@ -90,7 +91,8 @@ fn items() -> Vec<Item> {
         Item { name: "cgroups", ok: v1 || v2, required: true, detail: cg.into(), disables: "resource limits and delegation" },
         Item { name: "fast cgroup moves", ok: dynmods.is_some() || v1, required: false, detail: fast_moves, disables: "each container start and exec waits for an RCU grace period to join its cgroup (7-16 ms on a 2-CPU VM); mount the cgroup2 hierarchy with favordynmods" },
         Item { name: "cgroup v2 delegation", ok: deleg_ok, required: true, detail: deleg, disables: "limits and inner runtimes' cgroups on this cgroup v2 host" },
-        Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "nothing yet (planned: emulation in inner procfs mounts)" },
+        Item { name: "seccomp user notification", ok: read("/proc/sys/kernel/seccomp/actions_avail").contains("user_notif"), required: false, detail: read("/proc/sys/kernel/seccomp/actions_avail").trim().into(), disables: "the syscall supervisor: sysinfo(2) answers with the host's figures, inner containers' /proc and /sys are the kernel's" },
+        Item { name: "NESTRUN_SUPERVISOR", ok: env_sv.as_deref() != Some("off"), required: false, detail: env_sv.clone().map(|m| format!("NESTRUN_SUPERVISOR={m}")).unwrap_or_else(|| "unset: on unless io.nestrun.supervisor=off".into()), disables: "containers without an io.nestrun.supervisor annotation get no syscall supervisor: sysinfo(2) shows the host's figures, inner containers' /proc and /sys the kernel's" },
         Item { name: "NESTRUN_MODE", ok: env_mode.as_deref() != Some("plain"), required: false, detail: env_mode.clone().map(|m| format!("NESTRUN_MODE={m}")).unwrap_or_else(|| "unset: system containers unless io.nestrun.mode=plain".into()), disables: "every container without an io.nestrun.mode annotation runs as written: no user namespace, root is host root" },
         Item { name: "subordinate ids", ok: true, required: false, detail: crate::subid::find_entry(&subuid, "nestrun").map(|(s, n)| format!("nestrun:{s}:{n} in /etc/subuid")).unwrap_or_else(|| "no nestrun entry yet: the first create adds one".into()), disables: "nothing" },
         Item { name: "orphans", ok: orphans == 0, required: false, detail: if orphans == 0 { "none: every nestrun resource belongs to a live container".into() } else { format!("{orphans} resources of lost containers: see `nestrun gc`") }, disables: "their uid ranges, mounts and cgroups stay taken until `nestrun gc --force`" },
