@@ -96,8 +96,7 @@ fn exec_d_processes_are_answered_and_their_fds_released() {
 
 /// An inner `docker run -m 64m` (the inner runc's processes inherit the container's filter)
 /// sees 64 MiB in sysinfo; one without -m the outer container's 1 GiB; each its own uptime.
-/// (Its /proc is still the kernel's: busybox `free` takes buff/cache from the host's
-/// /proc/meminfo and its `used` column wraps below zero until nested /proc is emulated.)
+/// (Its /proc: integration/nestedproc.rs.)
 #[test]
 fn inner_containers_see_their_own_limit() {
     need_engines!("inner_containers_see_their_own_limit");
@@ -133,4 +132,20 @@ fn own_seccomp_listener_needs_the_supervisor_off() {
     assert_no_traces(&id);
     let bad = ctr_run_with(&nestrun_bin(), &unique("sv-bad"), &["--mount", &bind, "--annotation", "io.nestrun.supervisor=no"], script);
     assert!(bad.code != 0 && bad.stderr.contains("io.nestrun.supervisor=\"no\": expected on or off"), "{bad:?}");
+}
+
+/// A 32-bit (i386) program's sysinfo is answered too, in the kernel's compat layout (its
+/// `long`s are 32 bits): the same limit as a 64-bit one sees.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn thirty_two_bit_callers_see_the_limit_too() {
+    need_engines!("thirty_two_bit_callers_see_the_limit_too");
+    let dir = probe_dir();
+    build_static_with("supervisor.c", &dir.path, "sv32", &["-m32"]);
+    let vol = format!("{}:/t:ro", dir.path.display());
+    let o = docker(&["run", "--rm", "--runtime", "nested", "-m", "256m", "-v", &vol, BUSYBOX, "sh", "-c", "/t/sv32 info; /t/sv info"]).ok();
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{o:?}");
+    assert_eq!(fields(lines[0])["totalram"], 256 << 20, "32-bit: {o:?}");
+    assert_eq!(fields(lines[0])["totalram"], fields(lines[1])["totalram"], "{o:?}");
 }

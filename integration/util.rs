@@ -194,8 +194,13 @@ impl Drop for TempDir {
 
 /// `integration/<c_file>` built static as `dir/<bin>` (a probe run inside containers).
 pub fn build_static(c_file: &str, dir: &Path, bin: &str) {
+    build_static_with(c_file, dir, bin, &[]);
+}
+
+/// The same with more gcc flags (`-m32`: gcc-multilib, installed by scripts/install-deps.sh).
+pub fn build_static_with(c_file: &str, dir: &Path, bin: &str, flags: &[&str]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration").join(c_file);
-    let o = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.join(bin)).arg(&src).output();
+    let o = std::process::Command::new("gcc").args(flags).args(["-static", "-O2", "-o"]).arg(dir.join(bin)).arg(&src).output();
     match o {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("gcc -static {} failed (libc6-dev installed?): {}", src.display(), String::from_utf8_lossy(&o.stderr)),

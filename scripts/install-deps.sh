@@ -23,6 +23,10 @@ PKGS=(
   # misc tooling used by the scripts
   jq strace hyperfine e2fsprogs procps file
 )
+# 32-bit probes (integration/supervisor.rs builds one with -m32)
+if [[ $(dpkg --print-architecture) == amd64 ]]; then
+  PKGS+=(gcc-multilib)
+fi
 if [[ "${1:-}" == "--dev" ]]; then
   PKGS+=(shellcheck)
 fi

@@ -40,6 +40,16 @@ const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
 const NATIVE_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const NATIVE_ARCH: u32 = 0;
+/// The 32-bit architecture the kernel runs beside the native one, and its sysinfo's number.
+#[cfg(target_arch = "x86_64")]
+const COMPAT_ARCH: u32 = 0x4000_0003; // AUDIT_ARCH_I386
+#[cfg(target_arch = "aarch64")]
+const COMPAT_ARCH: u32 = 0x4000_0028; // AUDIT_ARCH_ARM
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const COMPAT_ARCH: u32 = 0;
+const COMPAT_SYSINFO: i32 = 116;
+/// x32 calls come with the native architecture and this bit in the number (same struct).
+const X32_BIT: i32 = 0x4000_0000;
 
 /// What the supervisor answers from.
 pub struct Context {
@@ -166,8 +176,10 @@ impl Supervisor {
     /// Answer one notification (errors answering: the caller went away, nothing to do).
     pub fn answer(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) {
         let reply = match i64::from(n.nr) {
+            _ if n.arch == COMPAT_ARCH && n.nr == COMPAT_SYSINFO => self.sysinfo(fd, n, true),
             _ if n.arch != NATIVE_ARCH => Reply::Continue,
-            libc::SYS_sysinfo => self.sysinfo(fd, n),
+            nr if cfg!(target_arch = "x86_64") && nr == i64::from(X32_BIT) | libc::SYS_sysinfo => self.sysinfo(fd, n, false),
+            libc::SYS_sysinfo => self.sysinfo(fd, n, false),
             libc::SYS_mount => super::supervisor_mount::answer(&mut self.ctx.emulated, fd, n),
             libc::SYS_umount2 => super::supervisor_mount::answer_umount(fd, n),
             _ => Reply::Continue,
@@ -177,7 +189,8 @@ impl Supervisor {
         }
     }
 
-    fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif) -> Reply {
+    /// `compat`: a 32-bit caller's struct (`render::sysinfo::encode_compat`).
+    fn sysinfo(&mut self, fd: std::os::fd::BorrowedFd, n: &Notif, compat: bool) -> Reply {
         let pid = n.pid as i32;
         let Ok(mem) = caller::open_memory(pid) else { return Reply::Continue };
         self.reader.set_init(self.container_init);
@@ -197,7 +210,8 @@ impl Supervisor {
         let f = self.figures(&chosen);
         let mem_in = f.memory.as_ref().map(|m| Mem { limit: m.limit, usage: m.usage, swap: m.swap, stat: &m.stat });
         let answer = si::compute(&host, mem_in, f.pids, age);
-        match mem.write(n.args[0], &si::encode(&answer)) {
+        let written = if compat { mem.write(n.args[0] & 0xffff_ffff, &si::encode_compat(&answer)) } else { mem.write(n.args[0], &si::encode(&answer)) };
+        match written {
             Ok(()) => Reply::Value(0),
             Err(_) => Reply::Error(libc::EFAULT),
         }

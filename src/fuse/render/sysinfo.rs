@@ -107,6 +107,29 @@ pub fn encode(a: &Figures) -> [u8; SIZE] {
     out
 }
 
+/// Size of a 32-bit caller's `struct sysinfo` (the kernel's `struct compat_sysinfo`).
+pub const COMPAT_SIZE: usize = 64;
+
+/// `a` as a 32-bit caller's struct, as the kernel's compat_sys_sysinfo fills it: longs are 32
+/// bits; when the memory totals do not fit, every memory figure is given in pages (mem_unit
+/// 4096) instead of bytes.
+pub fn encode_compat(a: &Figures) -> [u8; COMPAT_SIZE] {
+    let mut out = [0u8; COMPAT_SIZE];
+    let mut put = |off: usize, bytes: &[u8]| out[off..off + bytes.len()].copy_from_slice(bytes);
+    let (shift, unit) = if a.totalram > u64::from(u32::MAX) || a.totalswap > u64::from(u32::MAX) { (12, 4096u32) } else { (0, 1) };
+    let mem = |v: u64| ((v >> shift) as u32).to_ne_bytes();
+    put(0, &(a.uptime as i32).to_ne_bytes());
+    for (i, l) in a.loads.iter().enumerate() {
+        put(4 + i * 4, &(*l as u32).to_ne_bytes());
+    }
+    for (i, v) in [a.totalram, a.freeram, a.sharedram, a.bufferram, a.totalswap, a.freeswap].into_iter().enumerate() {
+        put(16 + i * 4, &mem(v));
+    }
+    put(40, &a.procs.to_ne_bytes());
+    put(52, &unit.to_ne_bytes());
+    out
+}
+
 /// The path of `controller` in a /proc/<pid>/cgroup text: the v1 line naming it, else the v2
 /// line (`0::/path`). None if neither is there.
 pub fn proc_cgroup_path<'a>(text: &'a str, controller: &str) -> Option<&'a str> {
@@ -257,6 +280,20 @@ mod tests {
         assert_eq!(unsafe { libc::sysinfo(&mut own) }, 0);
         let h = Figures::from_libc(&own);
         assert!(h.totalram > 0 && h.totalram.is_multiple_of(1024));
+    }
+
+    #[test]
+    fn encoding_for_32_bit_callers() {
+        let word = |b: &[u8], off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().unwrap());
+        let small = Figures { uptime: 42, loads: [1, 2, 3], totalram: 64 << 20, freeram: 60 << 20, sharedram: 6, bufferram: 7, totalswap: 0, freeswap: 0, procs: 10 };
+        let b = encode_compat(&small);
+        assert_eq!((word(&b, 0), word(&b, 4), word(&b, 12), word(&b, 16), word(&b, 20)), (42, 1, 3, 64 << 20, 60 << 20));
+        assert_eq!((u16::from_ne_bytes([b[40], b[41]]), word(&b, 52)), (10, 1), "procs, mem_unit");
+        // 24 GiB does not fit in 32 bits: pages, as the kernel's compat_sys_sysinfo gives them.
+        let big = Figures { totalram: 24 << 30, freeram: 20 << 30, ..small };
+        let b = encode_compat(&big);
+        assert_eq!((word(&b, 16), word(&b, 20), word(&b, 24), word(&b, 52)), (6 << 20, 5 << 20, 0, 4096));
+        assert_eq!(COMPAT_SIZE, 64);
     }
 
     #[test]
