@@ -12,8 +12,9 @@
  *                      sysconf(_SC_NPROCESSORS_ONLN) (from /sys/devices/system/cpu/online):
  *                      "sysconf phys_bytes=N nprocessors_onln=N"
  *   sv read FILE N     N times open, read (8 KiB), close of FILE: "read calls=N ns_per_call=N"
- *   sv mountloop N DIR FSTYPE
- *                      N times mount(FSTYPE, DIR, FSTYPE, nosuid|nodev|noexec) then umount2(DIR, 0):
+ *   sv mountloop N DIR FSTYPE [lazy]
+ *                      N times mount(FSTYPE, DIR, FSTYPE, nosuid|nodev|noexec) then umount2(DIR, 0)
+ *                      (MNT_DETACH with `lazy`):
  *                      "mountloop fs=FSTYPE pairs=N ns_per_pair=N errors=N first=ERRNO|none"
  *   sv mountflood SECONDS DIR
  *                      procfs mount/umount pairs on DIR until the time is up: "mountflood pairs=N errors=N"
@@ -167,17 +168,17 @@ static int readloop(const char *file, long n) {
 
 static const unsigned long NEW = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-static int mountloop(long n, const char *dir, const char *fs) {
+static int mountloop(long n, const char *dir, const char *fs, int lazy) {
     long errors = 0;
     int first = 0;
     long long start = now_ns();
     for (long i = 0; i < n; i++) {
-        if (mount(fs, dir, fs, NEW, NULL) != 0 || umount2(dir, 0) != 0) {
+        if (mount(fs, dir, fs, NEW, NULL) != 0 || umount2(dir, lazy ? MNT_DETACH : 0) != 0) {
             if (!errors++)
                 first = errno;
         }
     }
-    printf("mountloop fs=%s pairs=%ld ns_per_pair=%lld errors=%ld first=%s\n", fs, n, (now_ns() - start) / (n ? n : 1), errors, errors ? ename(first) : "none");
+    printf("mountloop fs=%s%s pairs=%ld ns_per_pair=%lld errors=%ld first=%s\n", fs, lazy ? ",lazy" : "", n, (now_ns() - start) / (n ? n : 1), errors, errors ? ename(first) : "none");
     return 0;
 }
 
@@ -259,13 +260,13 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "read") && argc > 3)
         return readloop(argv[2], strtol(argv[3], NULL, 10));
     if (!strcmp(cmd, "mountloop") && argc > 4)
-        return mountloop(n, argv[3], argv[4]);
+        return mountloop(n, argv[3], argv[4], argc > 5 && !strcmp(argv[5], "lazy"));
     if (!strcmp(cmd, "mountflood") && argc > 3)
         return mountflood(n, argv[3]);
     if (!strcmp(cmd, "mountbad"))
         return mountbad();
     if (!strcmp(cmd, "race") && argc > 4)
         return race(argv[2], argv[3], strtol(argv[4], NULL, 10));
-    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|sysconf|read FILE N|mountloop N DIR FSTYPE|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
+    fprintf(stderr, "usage: sv info|listener|badptr|bench N|flood SECONDS|sysconf|read FILE N|mountloop N DIR FSTYPE [lazy]|mountflood SECONDS DIR|mountbad|race DIR TARGET SECONDS\n");
     return 2;
 }
