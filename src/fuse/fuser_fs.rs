@@ -89,10 +89,11 @@ impl Filesystem for Fuser {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, fh.0, offset, size, req.pid()) {
+        // The kernel names a lock owner on direct_io READs only (not on page-cache ones).
+        match self.fs.read(ino.0, fh.0, offset, size, req.pid(), lock_owner.is_some()) {
             Ok((data, range)) => reply.data(&data[range]),
             Err(e) => reply.error(e),
         }
@@ -119,14 +120,14 @@ impl Filesystem for Fuser {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.fs.release(ino.0, fh.0);
         reply.ok();
     }
 

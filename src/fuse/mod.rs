@@ -17,6 +17,7 @@ mod mount_args;
 mod notify;
 mod process;
 mod reader;
+pub(crate) mod resize;
 pub mod render;
 mod server;
 mod shift;
@@ -239,6 +240,13 @@ fn serve_fs(fs: server::ProcFs, mountpoint: &Path, ready_fd: Option<OwnedFd>, tr
     let fuser_fs = fuser_fs::Fuser { fs: fs.clone(), offer_uring: workers.is_some(), uring: negotiated.clone() };
     let session = fuser::Session::new(fuser_fs, mountpoint, &config)
         .map_err(|source| FuseError::Mount { path: mountpoint.into(), source })?;
+    // Notifications go through /dev/fuse over either transport (see `resize`).
+    let notifier = session.notifier();
+    fs.restore_sizes_with(Box::new(move |ino, size| {
+        if let Err(e) = notifier.store(fuser::INodeNo(ino), size.saturating_sub(1), &[0]) {
+            tracing::debug!(ino, error = %e, "file size not restored");
+        }
+    }));
     let mut ready = READY_DEV;
     if let Some(workers) = workers.filter(|_| negotiated.load(std::sync::atomic::Ordering::Acquire)) {
         // Agreed at INIT: every request now waits for the rings, so a failure ends the server

@@ -10,12 +10,9 @@
 //!   (read(2) does not). So lookup/getattr render the file and report its
 //!   length plus a quarter, rounded up to 4 KiB (at least 4096), leaving room
 //!   for numbers that grow within the 1 s attribute TTL.
-//! - A read through the page cache (sendfile/splice, e.g. busybox `cat`) that gets less than a
-//!   page makes the kernel shrink the inode's cached size to what it got (fuse_short_read);
-//!   until a GETATTR (a stat after the attribute TTL) sets it back, later sendfile readers stop
-//!   there. So a sendfile reader can get a text cut at the length another view's (or an older,
-//!   shorter) text had: `cat /sys/devices/system/cpu/online` in the container after an inner
-//!   container's `cat` of it showed `0-`. read(2) readers are not affected.
+//! - A read through the page cache (sendfile/splice, e.g. busybox `cat`) that gets less than
+//!   asked shrinks the kernel's cached size of the file to its text, which would cut the next
+//!   such reader's (longer) text there: see `resize` for how the size is set back.
 //! - The mount has allow_other but no default_permissions: this server checks
 //!   access itself. Everything is readable by all; only sysctl files can be
 //!   written, and only by requests whose uid is the owner (the container's
@@ -36,6 +33,7 @@ use fuser::{AccessFlags, Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
 use super::files::{Kind, Scope, Sources, FILES};
 use super::reader::{Reader, View};
+use super::resize::{Restore, Sizes};
 use super::sysctl::Entry;
 
 /// Entry and attribute validity.
@@ -111,6 +109,8 @@ pub struct ProcFs {
     /// file a second time on every open (it only ever grows, so a reader never sees a size
     /// smaller than content it read before).
     sizes: Mutex<HashMap<usize, u64>>,
+    /// Which files' kernel-cached sizes need setting back (see `resize`).
+    resize: Arc<Sizes>,
     /// Request activity, for the server process's trimming (see `memory::Idle`).
     pub idle: Arc<super::memory::Idle>,
 }
@@ -130,6 +130,7 @@ impl ProcFs {
             snapshots: Mutex::new(HashMap::new()),
             rendered: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
+            resize: Arc::new(Sizes::new(0)),
             idle: Arc::default(),
         };
         for &(path, kind) in FILES {
@@ -139,7 +140,14 @@ impl ProcFs {
             fs.add(e.rel, Content::Sysctl(i));
         }
         fs.sysctls = sysctls;
+        fs.resize = Arc::new(Sizes::new(fs.nodes.len()));
         fs
+    }
+
+    /// Lets the server set the kernel's cached file sizes back after sendfile reads (see
+    /// `resize`); `restore(ino, size)` sends the notification.
+    pub fn restore_sizes_with(&self, restore: Restore) {
+        self.resize.start(restore);
     }
 
     fn add(&mut self, path: &str, content: Content) {
@@ -310,12 +318,14 @@ impl ProcFs {
         if !read_only && !self.may_write(uid, idx) {
             return Err(Errno::EACCES);
         }
+        self.resize.opening(idx, ino, || self.attr(idx).size);
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The text of open file `fh` and the range of it a READ of `size` bytes at `offset` by
-    /// host pid `pid` (0: unknown) gets.
-    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32, pid: u32) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
+    /// host pid `pid` (0: unknown) gets. `direct`: the READ carries FUSE_READ_LOCKOWNER (a
+    /// direct_io read(2); without it, a read through the page cache, see `resize`).
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32, pid: u32, direct: bool) -> Result<(Arc<[u8]>, Range<usize>), Errno> {
         let (idx, _) = self.node(INodeNo(ino)).ok_or(Errno::ENOENT)?;
         let snaps = || self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         let kept = if offset == 0 { None } else { snaps().get(&fh).cloned() };
@@ -332,6 +342,9 @@ impl ProcFs {
         };
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
+        if end - start < size as usize {
+            self.resize.short_read(idx, direct);
+        }
         Ok((data, start..end))
     }
 
@@ -350,9 +363,12 @@ impl ProcFs {
         })
     }
 
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, ino: u64, fh: u64) {
         self.idle.touch();
         self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+        if let Some(idx) = usize::try_from(ino).ok().and_then(|i| i.checked_sub(1)).filter(|&i| i < self.nodes.len()) {
+            self.resize.released(idx, ino, || self.attr(idx).size);
+        }
     }
 
     /// The entries of directory `ino` after `offset`: (inode, offset of the next entry, type, name).

@@ -431,3 +431,6 @@ fn bench_render() {
         eprintln!("{name:32} median {:6.1} µs  p90 {:6.1} µs", t[n / 2], t[n * 9 / 10]);
     }
 }
+
+#[path = "cat_tests.rs"]
+mod cat;

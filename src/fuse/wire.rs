@@ -35,6 +35,8 @@ const FATTR_MODE: u32 = 1 << 0;
 const FATTR_UID: u32 = 1 << 1;
 const FATTR_GID: u32 = 1 << 2;
 const FATTR_SIZE: u32 = 1 << 3;
+/// `fuse_read_in.read_flags`: set on direct_io READs, never on page-cache ones.
+const READ_LOCKOWNER: u32 = 1 << 1;
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
     b.get(off..off + 4).map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
@@ -108,7 +110,8 @@ pub fn answer(fs: &ProcFs, h: &InHeader, op_in: &[u8], payload: &mut [u8], in_le
             out.u64(0).u32(0).u32(0);
         }
         READ => {
-            let (data, range) = fs.read(h.nodeid, u64_at(op, 0), u64_at(op, 8), u32_at(op, 16), h.pid).map_err(e)?;
+            let direct = u32_at(op, 20) & READ_LOCKOWNER != 0;
+            let (data, range) = fs.read(h.nodeid, u64_at(op, 0), u64_at(op, 8), u32_at(op, 16), h.pid, direct).map_err(e)?;
             out.bytes(&data[range]);
         }
         WRITE => {
@@ -116,7 +119,7 @@ pub fn answer(fs: &ProcFs, h: &InHeader, op_in: &[u8], payload: &mut [u8], in_le
             let n = fs.write(h.uid, h.nodeid, u64_at(op, 8), &out.0[..len.min(out.0.len())]).map_err(e)?;
             out.u32(n).u32(0);
         }
-        RELEASE => fs.release(u64_at(op, 0)),
+        RELEASE => fs.release(h.nodeid, u64_at(op, 0)),
         RELEASEDIR => {}
         READDIR => {
             let entries = fs.readdir(h.nodeid, u64_at(op, 8)).map_err(e)?;
