@@ -102,3 +102,17 @@ fn supervisor_off_leaves_inner_mounts_alone() {
     assert_eq!(off_l.get(1), Some(&"0"), "off: no emulated files over the new procfs: {off}");
     assert_eq!(off_l.get(2), Some(&"unmounted"), "off: {off}");
 }
+
+/// util-linux >= 2.39's `mount -t proc` (Debian trixie's 2.41) tries the new mount API first:
+/// `fsopen("proc")` answers ENOSYS, it falls back to mount(2), and the new procfs gets the
+/// emulated files; `fsopen` of other file systems goes ahead (a tmpfs mounts).
+#[test]
+fn libmount_with_the_new_mount_api_gets_the_emulated_files() {
+    need_engines!("libmount_with_the_new_mount_api_gets_the_emulated_files");
+    let script = "mkdir -p /mnt/p && mount -t proc proc /mnt/p && grep ' /mnt/p/' /proc/self/mountinfo | grep -c ' - fuse nestrun '; head -n1 /mnt/p/meminfo; umount /mnt/p && mount -t tmpfs t /mnt/p && echo tmpfs";
+    let o = docker(&["run", "--rm", "--runtime", "nested", "-m", "256m", "--entrypoint", "sh", crate::inner::DIND_TRIXIE, "-c", script]).ok();
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert!(l[0].parse::<u32>().unwrap() >= 8, "{o:?}");
+    assert_eq!(meminfo_total_kb(l[1]), 262144, "{o:?}");
+    assert_eq!(l[2], "tmpfs", "{o:?}");
+}

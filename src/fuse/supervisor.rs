@@ -182,6 +182,7 @@ impl Supervisor {
             libc::SYS_sysinfo => self.sysinfo(fd, n, false),
             libc::SYS_mount => super::supervisor_mount::answer(&mut self.ctx.emulated, fd, n),
             libc::SYS_umount2 => super::supervisor_mount::answer_umount(fd, n),
+            libc::SYS_fsopen => super::supervisor_mount::answer_fsopen(n),
             _ => Reply::Continue,
         };
         if let Err(e) = notify::respond(fd, n.id, reply) {

@@ -13,9 +13,12 @@
 //! gid_map,ns/*,root,cwd}, a descriptor it names as `/proc/self/fd/N`) are opened, then the
 //! notification is checked to be still pending: all of it was the caller's.
 //!
-//! The new mount API (`fsopen("proc")` + `fsmount` + `move_mount`) is not trapped: a procfs
-//! made that way shows the kernel's files (runc, containerd, docker, unshare and nspawn use
-//! mount(2) for these).
+//! The new mount API: `fsopen("proc")` and `fsopen("sysfs")` answer ENOSYS, as on a kernel
+//! without it, so that libmount (util-linux >= 2.39's `mount -t proc`, which tries the new API
+//! first) and other callers fall back to mount(2), which the supervisor handles. (A context made
+//! by `fsopen` would reach the mount tree through `move_mount`, with nothing telling the
+//! supervisor it is a procfs.) runc 1.3's private procfs handle falls back the same way, to a
+//! clone of /proc. `fsopen` of any other file system goes ahead.
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -113,6 +116,16 @@ pub fn answer(em: &mut Emulated, fd: BorrowedFd, n: &Notif) -> Reply {
                 Err(e) => Reply::Error(e as i32),
             }
         }
+        None => Reply::Continue,
+    }
+}
+
+/// Answer a trapped fsopen(2): ENOSYS for "proc" and "sysfs" (see the module doc), else
+/// CONTINUE (as for an unreadable name: the kernel answers).
+pub fn answer_fsopen(n: &Notif) -> Reply {
+    let mem = Mem(n.pid as i32);
+    match read_str(|b, a| mem.read_at(b, a), n.args[0], 8).ok().and_then(|t| FsType::parse(&t)) {
+        Some(_) => Reply::Error(libc::ENOSYS),
         None => Reply::Continue,
     }
 }

@@ -1,5 +1,5 @@
 //! The container's syscall supervisor (issue 14): the seccomp profile traps `sysinfo(2)`,
-//! `mount(2)` and `umount2(2)` with SCMP_ACT_NOTIFY, and `linux.seccomp.listenerPath` names the socket of the
+//! `mount(2)`, `umount2(2)` and `fsopen(2)` with SCMP_ACT_NOTIFY, and `linux.seccomp.listenerPath` names the socket of the
 //! container's `fuse-serve` (`Facts::supervisor_socket`), which answers sysinfo from the
 //! caller's cgroup (`fuse::supervisor`) and performs new procfs and sysfs mounts with the
 //! emulated files over them (`fuse::supervisor_mount`; other mounts continue unchanged). libcontainer loads one filter per process (the init and every
@@ -24,7 +24,7 @@ use super::RewriteError;
 use crate::facts::{Facts, Mode};
 
 /// The syscalls the supervisor answers.
-pub const TRAPPED: &[&str] = &["sysinfo", "mount", "umount2"];
+pub const TRAPPED: &[&str] = &["sysinfo", "mount", "umount2", "fsopen"];
 
 fn lets_through(a: LinuxSeccompAction) -> bool {
     matches!(a, LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog | LinuxSeccompAction::ScmpActNotify)
@@ -144,7 +144,7 @@ mod tests {
     fn an_engines_deny_and_an_engines_listener_are_kept() {
         for p in [
             profile(LinuxSeccompAction::ScmpActErrno, vec![rule(&["read"], LinuxSeccompAction::ScmpActAllow)]),
-            profile(LinuxSeccompAction::ScmpActAllow, vec![rule(&["sysinfo", "mount", "umount2"], LinuxSeccompAction::ScmpActErrno)]),
+            profile(LinuxSeccompAction::ScmpActAllow, vec![rule(&["sysinfo", "mount", "umount2", "fsopen"], LinuxSeccompAction::ScmpActErrno)]),
             profile(
                 LinuxSeccompAction::ScmpActErrno,
                 vec![rule(&["sysinfo", "mount"], LinuxSeccompAction::ScmpActAllow), rule(&["sysinfo", "mount"], LinuxSeccompAction::ScmpActKill)],
