@@ -47,6 +47,16 @@ static int kcore_elf(int dirfd) {
 static void try_fsmount(void) {
     const char *name = "fsopen_fsmount_proc";
     int fs = syscall(SYS_fsopen, "proc", 0);
+    if (fs < 0 && errno == ENOSYS) {
+        /* nestrun's supervisor answers ENOSYS for procfs only (callers fall back to mount(2)) */
+        int t = syscall(SYS_fsopen, "tmpfs", 0);
+        if (t >= 0) {
+            close(t);
+            report(name, "BLOCKED", "fsopen(proc): ENOSYS while fsopen(tmpfs) works: the new mount API is refused for procfs");
+            return;
+        }
+        errno = ENOSYS;
+    }
     if (fs < 0) { blocked_or_absent(name, "fsopen(proc)", errno); return; }
     long r = syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE_, NULL, NULL, 0);
     int e = errno;
