@@ -4,10 +4,9 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::SystemTime;
 
 use super::super::*;
-use super::{can_mount, over, tempdir, MountGuard};
+use super::{can_mount, fake_cpuinfo, fake_host, over, serve_in_thread, tempdir};
 
 /// The whole file as sendfile(2) copies it (to a regular file: no pipe size limit).
 fn sendfile_read(path: &Path, out: &Path) -> String {
@@ -54,30 +53,9 @@ fn longer_after_shorter(uring: bool) {
         return;
     }
     let dir = tempdir(if uring { "cat-uring" } else { "cat" });
-    let host = dir.join("hostproc");
-    std::fs::create_dir_all(&host).unwrap();
-    let block = include_str!("testdata/cpuinfo").split("\n\n").next().unwrap().to_string();
-    let cpus = |n: usize| -> String { (0..n).map(|i| block.replacen("processor\t: 0", &format!("processor\t: {i}"), 1) + "\n\n").collect() };
-    std::fs::write(host.join("cpuinfo"), cpus(1)).unwrap();
     // cpuinfo shows the processors /proc/stat counts (all 4 here: no cgroup limits).
-    let stat: String = std::iter::once("cpu  1 2 3 4 5 6 7 8 9 10\n".to_string()).chain((0..4).map(|i| format!("cpu{i} 1 2 3 4 5 6 7 8 9 10\n"))).collect();
-    std::fs::write(host.join("stat"), stat).unwrap();
-    let sources = files::Sources {
-        host_proc: host.clone(),
-        cgroup: cgroup::Cgroup::with_mounts("/", cgroup::Mounts::default()),
-        start_time: SystemTime::now(),
-        init_pid: None,
-        files: Default::default(),
-    };
-    let mnt = dir.join("fuse");
-    let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    let m = mnt.clone();
-    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr), false));
-    let guard = MountGuard(mnt.clone(), None);
-    let mut b = [0u8; 1];
-    assert_eq!(nix::unistd::read(rd.as_raw_fd(), &mut b).unwrap(), 1);
-    assert_eq!(b[0], if uring { READY_URING } else { READY_DEV });
+    let host = fake_host(&dir, 1, 4);
+    let (mnt, guard, t) = serve_in_thread(host.clone(), &dir, uring);
 
     let (file, out) = (mnt.join("proc/cpuinfo"), dir.join("out"));
     // One, two, one, three processors: each sendfile reader gets exactly the text a read(2)
@@ -86,7 +64,7 @@ fn longer_after_shorter(uring: bool) {
     let start = std::time::Instant::now();
     let mut last = 0;
     for n in [1, 2, 1, 3, 3] {
-        std::fs::write(host.join("cpuinfo"), cpus(n)).unwrap();
+        std::fs::write(host.join("cpuinfo"), fake_cpuinfo(n)).unwrap();
         std::thread::sleep(server::RENDER_TTL + std::time::Duration::from_millis(2));
         let got = sendfile_read(&file, &out);
         let want = read2(&file);

@@ -100,7 +100,7 @@ impl Drop for TestCgroup {
 }
 
 /// Unmounts (and stops the server, if any) even when a test panics.
-struct MountGuard(PathBuf, Option<nix::unistd::Pid>);
+pub(super) struct MountGuard(PathBuf, Option<nix::unistd::Pid>);
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
@@ -303,6 +303,46 @@ fn reader_in_a_limited_child(cg: &TestCgroup, mnt: &Path) {
     }
 }
 
+/// A cpuinfo text of `n` processors (the sample's first block, renumbered).
+pub(super) fn fake_cpuinfo(n: usize) -> String {
+    let block = include_str!("testdata/cpuinfo").split("\n\n").next().unwrap().to_string();
+    (0..n).map(|i| block.replacen("processor\t: 0", &format!("processor\t: {i}"), 1) + "\n\n").collect()
+}
+
+/// A fake host /proc at `dir/hostproc`: cpuinfo with `cpus` processors, stat with `stat_cpus`.
+pub(super) fn fake_host(dir: &Path, cpus: usize, stat_cpus: usize) -> PathBuf {
+    let host = dir.join("hostproc");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("cpuinfo"), fake_cpuinfo(cpus)).unwrap();
+    let stat: String = std::iter::once("cpu  1 2 3 4 5 6 7 8 9 10\n".to_string())
+        .chain((0..stat_cpus).map(|i| format!("cpu{i} 1 2 3 4 5 6 7 8 9 10\n")))
+        .collect();
+    std::fs::write(host.join("stat"), stat).unwrap();
+    host
+}
+
+/// The server over the fake host /proc `host` (cgroup `/`: no limits), mounted at `dir/fuse`
+/// from a thread of this process, ready (over io_uring when `uring`) when this returns.
+pub(super) fn serve_in_thread(host: PathBuf, dir: &Path, uring: bool) -> (PathBuf, MountGuard, std::thread::JoinHandle<Result<(), FuseError>>) {
+    let sources = files::Sources {
+        host_proc: host,
+        cgroup: cgroup::Cgroup::with_mounts("/", cgroup::Mounts::default()),
+        start_time: SystemTime::now(),
+        init_pid: None,
+        files: Default::default(),
+    };
+    let mnt = dir.join("fuse");
+    let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let m = mnt.clone();
+    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr), false));
+    let guard = MountGuard(mnt.clone(), None);
+    let mut b = [0u8; 1];
+    assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);
+    assert_eq!(b[0], if uring { READY_URING } else { READY_DEV });
+    (mnt, guard, t)
+}
+
 /// A 64-cpu cpuinfo (> 4096 bytes, the reported st_size) served whole, from a
 /// fake host /proc, with the server in a thread.
 #[test]
@@ -320,32 +360,10 @@ fn large_file(uring: bool) {
         return;
     }
     let dir = tempdir(if uring { "large-uring" } else { "large" });
-    let host = dir.join("hostproc");
-    std::fs::create_dir_all(&host).unwrap();
-    let block = include_str!("testdata/cpuinfo").split("\n\n").next().unwrap().to_string();
-    let cpuinfo: String = (0..64).map(|i| block.replacen("processor\t: 0", &format!("processor\t: {i}"), 1) + "\n\n").collect();
+    let host = fake_host(&dir, 64, 64);
+    let cpuinfo = fake_cpuinfo(64);
     assert!(cpuinfo.len() > 64 * 1024);
-    std::fs::write(host.join("cpuinfo"), &cpuinfo).unwrap();
-    let stat: String = std::iter::once("cpu  1 2 3 4 5 6 7 8 9 10\n".to_string())
-        .chain((0..64).map(|i| format!("cpu{i} 1 2 3 4 5 6 7 8 9 10\n")))
-        .collect();
-    std::fs::write(host.join("stat"), &stat).unwrap();
-    let sources = files::Sources {
-        host_proc: host,
-        cgroup: cgroup::Cgroup::with_mounts("/", cgroup::Mounts::default()),
-        start_time: SystemTime::now(),
-        init_pid: None,
-        files: Default::default(),
-    };
-    let mnt = dir.join("fuse");
-    let fs = server::ProcFs::new(sources, Vec::new(), 0, 0);
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    let m = mnt.clone();
-    let t = std::thread::spawn(move || serve_fs(fs, &m, Some(wr), false));
-    let guard = MountGuard(mnt.clone(), None);
-    let mut b = [0u8; 1];
-    assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).unwrap(), 1);
-    assert_eq!(b[0], if uring { READY_URING } else { READY_DEV });
+    let (mnt, guard, t) = serve_in_thread(host, &dir, uring);
     assert_eq!(std::fs::read_to_string(mnt.join("proc/cpuinfo")).unwrap(), cpuinfo);
     // One read(2) with a large buffer gets the whole file although it is bigger than one
     // READ request (the kernel sends several within the call).
