@@ -10,14 +10,12 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe, read, ForkResult};
 
-use super::{io, HostError};
+use super::{io, HostError, MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLONE};
 
-const OPEN_TREE_CLONE: u32 = 1;
 const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 const AT_RECURSIVE: u32 = 0x8000;
 const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 
 #[repr(C)]
 struct MountAttr {

@@ -7,7 +7,7 @@
 //! locked: container root may unmount one, which only reveals the kernel's own file, which it
 //! cannot write (a global sysctl is read-only to a user namespace).
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::HostError;
-
-const OPEN_TREE_CLONE: u32 = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+use super::{HostError, MOVE_MOUNT_F_EMPTY_PATH};
 
 /// Attach `files` ((host source, container destination)) in the mount namespace of `pid`.
 /// Destinations missing in the container are skipped. Returns how many were attached.
@@ -27,14 +24,9 @@ pub fn attach(pid: Pid, files: &[(PathBuf, PathBuf)]) -> Result<usize, HostError
     let ns = std::fs::File::open(&ns_path).map_err(super::io("open", &ns_path))?;
     let mut fds: Vec<(OwnedFd, CString)> = Vec::new();
     for (src, dest) in files {
-        let c = CString::new(src.as_os_str().as_bytes()).unwrap_or_default();
-        // SAFETY: open_tree with a valid NUL-terminated path.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as u32) };
-        if fd < 0 {
-            return Err(HostError::Sys { what: "clone (open_tree)", path: src.clone(), source: nix::Error::last() });
-        }
+        let fd = super::nestedmount::clone_tree(src).map_err(super::sys("clone (open_tree)", src))?;
         let d = CString::new(dest.as_os_str().as_bytes()).unwrap_or_default();
-        fds.push((unsafe { OwnedFd::from_raw_fd(fd as i32) }, d));
+        fds.push((fd, d));
     }
     // SAFETY: the child only makes syscalls and exits; it never returns into Rust code that
     // could touch locks held by other threads (a pod sandbox's create moves its interfaces in

@@ -15,6 +15,10 @@ pub mod supervisor;
 
 use std::path::PathBuf;
 
+/// The new mount API's flags that libc does not name (linux/mount.h).
+pub(crate) const OPEN_TREE_CLONE: u32 = 1;
+pub(crate) const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{what} {path}: {source}")]

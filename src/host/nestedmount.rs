@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-const OPEN_TREE_CLONE: u32 = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+use super::{MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLONE};
+
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSMOUNT_CLOEXEC: u32 = 1;
