@@ -4,6 +4,8 @@
 //! and id maps give them, and where the emulated files go in the new mount.
 use std::ffi::CString;
 
+use libc::{MS_MGC_MSK, MS_MGC_VAL, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_RDONLY, MS_RELATIME, MS_SILENT, MS_STRICTATIME};
+
 /// The file systems whose new mounts get the emulated files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsType {
@@ -44,20 +46,6 @@ impl FsType {
     }
 }
 
-const MS_RDONLY: u64 = 1;
-const MS_NOSUID: u64 = 2;
-const MS_NODEV: u64 = 4;
-const MS_NOEXEC: u64 = 8;
-const MS_SILENT: u64 = 1 << 15;
-const MS_NOATIME: u64 = 1 << 10;
-const MS_NODIRATIME: u64 = 1 << 11;
-const MS_RELATIME: u64 = 1 << 21;
-const MS_STRICTATIME: u64 = 1 << 24;
-const MS_NOSYMFOLLOW: u64 = 256;
-/// The old magic number that may sit in the flags' top 16 bits (the kernel drops it).
-const MS_MGC_MSK: u64 = 0xffff_0000;
-const MS_MGC_VAL: u64 = 0xC0ED_0000;
-
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
@@ -73,6 +61,8 @@ const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 /// bind, a move, a propagation change, a superblock flag): the supervisor lets the kernel do
 /// that mount as it is (only emulation is at stake, never a permission).
 pub fn attrs(flags: u64) -> Option<(u64, bool)> {
+    // The old magic number may sit in the flags' top 16 bits (the kernel drops it).
+    let flags = flags as libc::c_ulong;
     let flags = if flags & MS_MGC_MSK == MS_MGC_VAL { flags & !MS_MGC_MSK } else { flags };
     let known = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_SILENT | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME | MS_NOSYMFOLLOW;
     if flags & !known != 0 {
@@ -249,14 +239,7 @@ mod tests {
 
     #[test]
     fn anything_but_a_new_mount_is_the_kernels() {
-        const MS_REMOUNT: u64 = 32;
-        const MS_BIND: u64 = 4096;
-        const MS_MOVE: u64 = 8192;
-        const MS_REC: u64 = 16384;
-        const MS_PRIVATE: u64 = 1 << 18;
-        const MS_SHARED: u64 = 1 << 20;
-        const MS_SYNCHRONOUS: u64 = 16;
-        const MS_LAZYTIME: u64 = 1 << 25;
+        use libc::{MS_BIND, MS_LAZYTIME, MS_MOVE, MS_PRIVATE, MS_REC, MS_REMOUNT, MS_SHARED, MS_SYNCHRONOUS};
         for f in [MS_REMOUNT, MS_BIND, MS_BIND | MS_REC, MS_MOVE, MS_PRIVATE | MS_REC, MS_SHARED, MS_SYNCHRONOUS, MS_LAZYTIME, MS_REMOUNT | MS_RDONLY, 1 << 40] {
             assert_eq!(attrs(f), None, "{f:#x}");
         }
