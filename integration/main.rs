@@ -3,6 +3,7 @@
 //! Run them with `scripts/test`, which starts the private daemons, builds the test images and
 //! sets NESTRUN_TEST_IMAGES=1. Without it the engine tests print "skipped: run scripts/test"
 //! and pass; the bad-input tests drive the binary directly and always run (as root).
+pub mod docker_runtime;
 #[macro_use]
 pub mod util;
 pub mod skip;

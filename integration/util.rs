@@ -98,17 +98,7 @@ pub fn docker_host() -> String {
 pub fn docker_cmd(args: &[&str]) -> Command {
     let mut c = Command::new("/usr/bin/docker");
     c.env("DOCKER_HOST", docker_host());
-    // By hand, beside someone else's test dockerd: NESTRUN_TEST_DOCKER_RUNTIME names another
-    // runtime registered in it (its daemon.json, reloaded with SIGHUP) to stand for `nested`.
-    let other = std::env::var("NESTRUN_TEST_DOCKER_RUNTIME").ok();
-    let mut prev = "";
-    for a in args {
-        c.arg(match other.as_deref() {
-            Some(o) if *a == "nested" && prev == "--runtime" => o,
-            _ => a,
-        });
-        prev = a;
-    }
+    crate::docker_runtime::add_args(&mut c, args);
     c
 }
 

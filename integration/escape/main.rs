@@ -46,6 +46,8 @@ pub const MODES: [&str; 3] = ["init", "exec", "dind"];
 
 #[path = "../skip.rs"]
 mod skip_log;
+#[path = "../docker_runtime.rs"]
+mod docker_runtime;
 
 fn skip() -> bool {
     if std::env::var_os("NESTRUN_TEST_IMAGES").is_none() {
@@ -76,16 +78,7 @@ fn ok(c: Command) -> String {
 
 fn d(args: &[&str]) -> Command {
     let mut c = docker();
-    // By hand beside someone else's test dockerd (see integration/util.rs `docker_cmd`).
-    let other = std::env::var("NESTRUN_TEST_DOCKER_RUNTIME").ok();
-    let mut prev = "";
-    for a in args {
-        c.arg(match other.as_deref() {
-            Some(o) if *a == "nested" && prev == "--runtime" => o,
-            _ => a,
-        });
-        prev = a;
-    }
+    docker_runtime::add_args(&mut c, args);
     c
 }
 
