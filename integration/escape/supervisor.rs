@@ -86,6 +86,65 @@ pub(super) fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// What `flood_meanwhile` saw.
+pub(super) struct Flood {
+    /// The flood's own output.
+    pub out: String,
+    /// `sv bench N` of another process, run during the flood, and how long it took.
+    pub bench: String,
+    pub took: Duration,
+    /// fuse-serve's VmRSS during the flood.
+    pub during: u64,
+}
+
+/// Runs `script` (starting `n` `sv` processes) in the container while another process makes
+/// `calls` sysinfo calls (`sv bench`).
+pub(super) fn flood_meanwhile(c: &Container, server: i32, script: &str, n: usize, calls: &str) -> Flood {
+    let name = c.0.clone();
+    let script = script.to_string();
+    let flood = std::thread::spawn(move || ok(d(&["exec", &name, "sh", "-c", &script])));
+    assert!(wait_until(10, || pids_named(c, "sv").len() >= n), "the flood did not start");
+    let t = Instant::now();
+    let bench = exec(c, &["/t/sv", "bench", calls]);
+    let took = t.elapsed();
+    let during = rss_kb(server);
+    Flood { out: flood.join().unwrap(), bench, took, during }
+}
+
+/// Stops the supervisor (`server`), starts `cmd` in the container (`docker exec -d`), waits until
+/// an `sv` process waits in a trapped call, kills every `sv`, resumes the supervisor. Returns
+/// whether one was seen waiting, and the pids killed.
+pub(super) fn kill_callers_while_stopped(c: &Container, server: i32, cmd: &[&str]) -> (bool, Vec<i32>) {
+    let pid = nix::unistd::Pid::from_raw(server);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    let resume = || {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT);
+    };
+    let mut args = vec!["exec", "-d", c.0.as_str()];
+    args.extend_from_slice(cmd);
+    let o = run(d(&args));
+    if !o.status.success() {
+        resume();
+        panic!("docker exec -d: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Blocked in its first trapped call: its notification waits for the stopped supervisor.
+    let waiting = wait_until(10, || {
+        pids_named(c, "sv").iter().any(|p| std::fs::read_to_string(format!("/proc/{p}/wchan")).is_ok_and(|w| w.contains("seccomp")))
+    });
+    let victims = pids_named(c, "sv");
+    for p in &victims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
+    }
+    resume();
+    (waiting, victims)
+}
+
+/// Kills the supervisor (`server`) and waits until it is gone (or a zombie).
+pub(super) fn kill_server(server: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::SIGKILL).unwrap();
+    assert!(wait_until(10, || !Path::new(&format!("/proc/{server}")).exists() || std::fs::read_to_string(format!("/proc/{server}/stat")).is_ok_and(|s| s.contains(") Z "))));
+}
+
 /// 16 processes calling sysinfo in a loop for 5 s: another process's calls are still answered
 /// (each notify fd gets its turn), the server's memory stays put, the flooders see no error.
 #[test]
@@ -97,14 +156,7 @@ fn supervisor_flood_stays_responsive_and_bounded() {
     let server = server_of(&c);
     exec(&c, &["/t/sv", "info"]);
     let before = rss_kb(server);
-    let name = c.0.clone();
-    let flood = std::thread::spawn(move || ok(d(&["exec", &name, "sh", "-c", "for i in $(seq 16); do /t/sv flood 5 & done; wait"])));
-    assert!(wait_until(10, || pids_named(&c, "sv").len() >= 16), "the flood did not start");
-    let t = Instant::now();
-    let bench = exec(&c, &["/t/sv", "bench", "200"]);
-    let took = t.elapsed();
-    let during = rss_kb(server);
-    let out = flood.join().unwrap();
+    let Flood { out, bench, took, during } = flood_meanwhile(&c, server, "for i in $(seq 16); do /t/sv flood 5 & done; wait", 16, "200");
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("flood ")).collect();
     assert_eq!(lines.len(), 16, "{out}");
     let calls: u64 = lines.iter().map(|l| field(l, "calls")).sum();
@@ -127,24 +179,7 @@ fn supervisor_survives_callers_killed_mid_request() {
     }
     let c = start("sv-kill", &[], &["sleep", "100000"]);
     let server = server_of(&c);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::SIGSTOP).unwrap();
-    let resume = || {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::SIGCONT);
-    };
-    let o = run(d(&["exec", "-d", &c.0, "sh", "-c", "/t/sv info; /t/sv info; /t/sv info"]));
-    if !o.status.success() {
-        resume();
-        panic!("docker exec -d: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    // Blocked in its first sysinfo: its notification waits for the stopped supervisor.
-    let waiting = wait_until(10, || {
-        pids_named(&c, "sv").iter().any(|p| std::fs::read_to_string(format!("/proc/{p}/wchan")).is_ok_and(|w| w.contains("seccomp")))
-    });
-    let victims = pids_named(&c, "sv");
-    for p in &victims {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
-    }
-    resume();
+    let (waiting, victims) = kill_callers_while_stopped(&c, server, &["sh", "-c", "/t/sv info; /t/sv info; /t/sv info"]);
     assert!(waiting, "the caller was not seen waiting in the trapped call");
     assert!(!victims.is_empty() && wait_until(10, || pids_named(&c, "sv").is_empty()), "killed callers linger");
     let after = exec(&c, &["/t/sv", "info"]);
@@ -183,8 +218,7 @@ fn supervisor_killed_trapped_calls_fail_fast() {
     let script = "while [ ! -e /go/go ]; do sleep 0.1; done; /t/sv info; /t/sv bench 10; echo end; sleep 100000";
     let c = start("sv-dead", &["-v", &bind], &["sh", "-c", script]);
     let server = server_of(&c);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::SIGKILL).unwrap();
-    assert!(wait_until(10, || !Path::new(&format!("/proc/{server}")).exists() || std::fs::read_to_string(format!("/proc/{server}/stat")).is_ok_and(|s| s.contains(") Z "))));
+    kill_server(server);
     std::fs::write(go.join("go"), "").unwrap();
     let t = Instant::now();
     let mut logs = String::new();

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::supervisor::{exec, field, pids_named, rss_kb, server_of, start, wait_until};
-use super::{d, ok, run, skip};
+use super::supervisor::{exec, field, flood_meanwhile, kill_callers_while_stopped, kill_server, pids_named, rss_kb, server_of, start, wait_until, Flood};
+use super::skip;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
@@ -101,14 +101,8 @@ fn mount_flood_stays_responsive_and_bounded() {
     let server = server_of(&c);
     exec(&c, &["/t/sv", "mountloop", "10", "/tmp", "proc"]);
     let before = rss_kb(server);
-    let name = c.0.clone();
-    let flood = std::thread::spawn(move || ok(d(&["exec", &name, "sh", "-c", "for i in $(seq 8); do mkdir -p /tmp/f$i; /t/sv mountflood 5 /tmp/f$i & done; wait"])));
-    assert!(wait_until(10, || pids_named(&c, "sv").len() >= 8), "the flood did not start");
-    let t = Instant::now();
-    let bench = exec(&c, &["/t/sv", "bench", "100"]);
-    let took = t.elapsed();
-    let during = rss_kb(server);
-    let out = flood.join().unwrap();
+    let script = "for i in $(seq 8); do mkdir -p /tmp/f$i; /t/sv mountflood 5 /tmp/f$i & done; wait";
+    let Flood { out, bench, took, during } = flood_meanwhile(&c, server, script, 8, "100");
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("mountflood ")).collect();
     assert_eq!(lines.len(), 8, "{out}");
     let pairs: u64 = lines.iter().map(|l| field(l, "pairs")).sum();
@@ -131,22 +125,7 @@ fn mount_caller_killed_mid_request() {
     let c = start("svm-kill", &[], &["sleep", "100000"]);
     let server = server_of(&c);
     exec(&c, &["mkdir", "-p", "/tmp/k"]);
-    let pid = nix::unistd::Pid::from_raw(server);
-    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
-    let resume = || {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT);
-    };
-    let o = run(d(&["exec", "-d", &c.0, "/t/sv", "mountloop", "1", "/tmp/k", "proc"]));
-    if !o.status.success() {
-        resume();
-        panic!("docker exec -d: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    let waiting = wait_until(10, || pids_named(&c, "sv").iter().any(|p| std::fs::read_to_string(format!("/proc/{p}/wchan")).is_ok_and(|w| w.contains("seccomp"))));
-    let victims = pids_named(&c, "sv");
-    for p in &victims {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
-    }
-    resume();
+    let (waiting, victims) = kill_callers_while_stopped(&c, server, &["/t/sv", "mountloop", "1", "/tmp/k", "proc"]);
     assert!(waiting, "the caller was not seen waiting in its trapped mount");
     assert!(!victims.is_empty() && wait_until(10, || pids_named(&c, "sv").is_empty()), "killed callers linger");
     let info = exec(&c, &["sh", "-c", "grep -c ' /tmp/k' /proc/self/mountinfo || true"]);
@@ -165,8 +144,7 @@ fn supervisor_killed_mounts_fail_fast() {
     }
     let c = start("svm-dead", &[], &["sleep", "100000"]);
     let server = server_of(&c);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::SIGKILL).unwrap();
-    assert!(wait_until(10, || !Path::new(&format!("/proc/{server}")).exists() || std::fs::read_to_string(format!("/proc/{server}/stat")).is_ok_and(|s| s.contains(") Z "))));
+    kill_server(server);
     let t = Instant::now();
     let proc_ = exec(&c, &["/t/sv", "mountloop", "3", "/tmp", "proc"]);
     let tmpfs = exec(&c, &["/t/sv", "mountloop", "3", "/tmp", "tmpfs"]);
